@@ -1,0 +1,447 @@
+"""One Deribit WebSocket connection: the thin I/O shell around the pure protocol code.
+
+A connection owns a shard of book channels and keeps them subscribed through anything the network
+or the exchange does: it says hello, authenticates when credentials exist, asks for heartbeats and
+answers every ``test_request``, subscribes in batches and reports each rejected channel, probes and
+then drops a silent connection, waits out maintenance, and reconnects with exponential backoff and
+jitter, resubscribing everything. Book notifications go straight to the sink's hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+from optionstream_pipeline import __version__
+from optionstream_pipeline.capture.protocol import (
+    Backoff,
+    RpcError,
+    batched,
+    encode_request,
+    error_from_reply,
+    rejected_channels,
+)
+from optionstream_pipeline.config import DeribitSettings, Secret
+from optionstream_pipeline.deribit.protocol import (
+    INSTRUMENT_STATE_CHANNEL,
+    PLATFORM_STATE_CHANNEL,
+    RETRYABLE_ERRORS,
+    ErrorCode,
+    book_channel,
+)
+
+log = logging.getLogger(__name__)
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+MAX_FRAME_BYTES_RECEIVED = 16 * 1024 * 1024
+
+
+class BookSink(Protocol):
+    """What a connection hands its data to (the capture engine)."""
+
+    def on_book(self, data: dict[str, Any], local_timestamp_us: int, capture: dict[str, Any]) -> bool:
+        """Take one book notification; ``False`` asks the connection to wait for :meth:`wait_for_capacity`."""
+
+    async def wait_for_capacity(self) -> None: ...
+
+    def on_subscribed(self, instruments: list[str], connection: DeribitConnection) -> None: ...
+
+    def on_rejected(self, channels: list[str], connection: DeribitConnection, reason: str) -> None: ...
+
+    def on_disconnected(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None: ...
+
+    def on_resync(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None:
+        """The connection is about to resubscribe these books for fresh snapshots."""
+
+    def on_instrument_state(self, data: dict[str, Any]) -> None: ...
+
+    def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None: ...
+
+
+@dataclass
+class ConnectionCounters:
+    connects: int = 0
+    reconnects: int = 0
+    heartbeats_answered: int = 0
+    errors_without_id: int = 0
+    stale_disconnects: int = 0
+    rate_limited: int = 0
+    maintenance_events: int = 0
+    last_error: str | None = None
+    errors_by_code: dict[int, int] = field(default_factory=dict)
+
+
+class ConnectionLost(Exception):
+    """The session ended; the reason says why, for logs and markers."""
+
+
+class DeribitConnection:
+    """One WebSocket session at a time, re-established until :meth:`stop`."""
+
+    def __init__(
+        self,
+        index: int,
+        settings: DeribitSettings,
+        interval: str,
+        sink: BookSink,
+        capture_id: str,
+        credentials: tuple[str, Secret] | None = None,
+        follow_instrument_state: bool = False,
+    ) -> None:
+        self.index = index
+        self.settings = settings
+        self.interval = interval
+        self.sink = sink
+        self.credentials = credentials
+        self.follow_instrument_state = follow_instrument_state
+        self.capture_meta = {"id": capture_id, "connection": index}
+        self.instruments: set[str] = set()  # wanted
+        self.subscribed: set[str] = set()  # confirmed by the exchange
+        self.rejected: set[str] = set()
+        self.counters = ConnectionCounters()
+        self.connected = False
+        self.maintenance = False
+        self.last_frame_monotonic = 0.0
+        self._ws: ClientConnection | None = None
+        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self._next_id = 1
+        self._backoff = Backoff(settings.reconnect)
+        self._stopping = asyncio.Event()
+        self._session_tasks: set[asyncio.Task[Any]] = set()
+
+    # -- public, called on the event loop ----------------------------------------------------
+
+    def add(self, instruments: Iterable[str]) -> None:
+        new = set(instruments) - self.instruments
+        self.instruments |= new
+        if new and self.connected:
+            self._spawn(self._subscribe(sorted(new)))
+
+    def remove(self, instruments: Iterable[str]) -> None:
+        gone = set(instruments) & self.instruments
+        self.instruments -= gone
+        self.rejected -= {book_channel(name, self.interval) for name in gone}
+        if gone and self.connected:
+            self._spawn(self._unsubscribe(sorted(gone)))
+
+    def resync(self, instruments: list[str], reason: str) -> None:
+        """Unsubscribe and subscribe these books, for fresh snapshots; the others keep flowing."""
+        wanted = sorted(set(instruments) & self.instruments)
+        if self.connected and wanted:
+            self.sink.on_resync(wanted, self, reason)
+            self._spawn(self._resubscribe(wanted))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until :meth:`stop`."""
+        while not self._stopping.is_set():
+            reason = await self._run_session()
+            if self._stopping.is_set():
+                break
+            delay = self._backoff.next_delay_s()
+            log.warning("connection %d lost (%s); reconnecting in %.2f s", self.index, reason, delay)
+            self.counters.last_error = reason
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    # -- one session --------------------------------------------------------------------------
+
+    async def _run_session(self) -> str:
+        reason = "closed"
+        try:
+            async with connect(
+                self.settings.websocket_url,
+                compression=None,
+                ping_interval=None,
+                max_size=MAX_FRAME_BYTES_RECEIVED,
+                max_queue=1024,
+                open_timeout=self.settings.request_timeout_s,
+                close_timeout=2,
+                user_agent_header=f"optionstream/{__version__}",
+            ) as ws:
+                self._ws = ws
+                self.last_frame_monotonic = time.monotonic()
+                receiver = asyncio.create_task(self._receive(ws), name=f"deribit-recv-{self.index}")
+                watchdog = asyncio.create_task(self._watchdog(ws), name=f"deribit-watchdog-{self.index}")
+                try:
+                    await self._start_session()
+                    await receiver
+                finally:
+                    watchdog.cancel()
+                    receiver.cancel()
+                    await asyncio.gather(receiver, watchdog, return_exceptions=True)
+                reason = self._close_reason(ws)
+        except ConnectionLost as exc:
+            reason = str(exc)
+        except RpcError as exc:
+            reason = str(exc)
+            self._count_error(exc.code)
+        except (OSError, TimeoutError, InvalidURI, InvalidHandshake, WebSocketException) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            if self._stopping.is_set():
+                reason = "capture stopped"
+            self._end_session(reason)
+        return reason
+
+    async def _start_session(self) -> None:
+        counters = self.counters
+        if counters.connects:
+            counters.reconnects += 1
+        counters.connects += 1
+        await self.request("public/hello", {"client_name": "optionstream", "client_version": __version__})
+        if self.credentials is not None:
+            client_id, secret = self.credentials
+            await self.request(
+                "public/auth",
+                {
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": secret.reveal(),
+                },
+            )
+        await self.request("public/set_heartbeat", {"interval": self.settings.heartbeat_interval_s})
+        self.connected = True
+        extra = [PLATFORM_STATE_CHANNEL] + ([INSTRUMENT_STATE_CHANNEL] if self.follow_instrument_state else [])
+        await self._request_with_retry("public/subscribe", {"channels": extra})
+        await self._subscribe(sorted(self.instruments))
+        self._backoff.reset()
+        log.info(
+            "connection %d: %d book channels subscribed, %d rejected",
+            self.index,
+            len(self.subscribed),
+            len(self.rejected),
+        )
+
+    def _end_session(self, reason: str) -> None:
+        self.connected = False
+        self._ws = None
+        for task in self._session_tasks:
+            task.cancel()
+        self._session_tasks.clear()
+        self._fail_pending("connection closed")
+        lost = sorted(self.subscribed)
+        self.subscribed.clear()
+        if lost:
+            self.sink.on_disconnected(lost, self, reason)
+
+    def _fail_pending(self, why: str) -> None:
+        for method, future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(f"{method} unanswered: {why}"))
+        self._pending.clear()
+
+    @staticmethod
+    def _close_reason(ws: ClientConnection) -> str:
+        if ws.close_code is None:
+            return "connection dropped"
+        return f"closed by server ({ws.close_code} {ws.close_reason})".strip()
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        """The hot loop: book notifications go straight to the sink, the rest to :meth:`_on_control`."""
+        recv = ws.recv
+        on_book = self.sink.on_book
+        capture = self.capture_meta
+        clock = time.time_ns
+        monotonic = time.monotonic
+        try:
+            while True:
+                frame = await recv(decode=False)
+                local_us = clock() // 1000
+                self.last_frame_monotonic = monotonic()
+                try:
+                    message = _loads(frame)
+                    params = message.get("params")
+                    if params is not None and message.get("method") == "subscription":
+                        channel = params["channel"]
+                        if channel.startswith("book."):
+                            if not on_book(params["data"], local_us, capture):
+                                await self.sink.wait_for_capacity()
+                            continue
+                    await self._on_control(message)
+                except (_JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+                    self.sink.on_malformed(frame, f"{type(exc).__name__}: {exc}", self)
+        except WebSocketException:
+            return
+        finally:
+            self._fail_pending("connection closed")
+
+    async def _on_control(self, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        if request_id is not None:
+            self._resolve(request_id, message)
+            return
+        method = message.get("method")
+        if method == "heartbeat":
+            if message["params"].get("type") == "test_request":
+                await self._send(encode_request(self._take_id(), "public/test"))
+                self.counters.heartbeats_answered += 1
+            return
+        if method == "subscription":
+            self._on_notification(message["params"]["channel"], message["params"]["data"])
+            return
+        if "error" in message:
+            error = error_from_reply(message)
+            self.counters.errors_without_id += 1
+            self._count_error(error.code)
+            log.warning("connection %d: error without id from Deribit: %s", self.index, error)
+            return
+        log.debug("connection %d: ignored frame %.200r", self.index, message)
+
+    def _on_notification(self, channel: str, data: dict[str, Any]) -> None:
+        if channel == PLATFORM_STATE_CHANNEL:
+            self._on_platform_state(data)
+        elif channel == INSTRUMENT_STATE_CHANNEL:
+            self.sink.on_instrument_state(data)
+
+    def _on_platform_state(self, data: dict[str, Any]) -> None:
+        locked = bool(data.get("locked"))
+        if locked and not self.maintenance:
+            self.counters.maintenance_events += 1
+            log.warning("connection %d: Deribit platform locked (maintenance); waiting", self.index)
+        elif self.maintenance and not locked:
+            # Books may have moved while the platform was locked: take fresh snapshots of all.
+            log.warning("connection %d: Deribit platform unlocked; resubscribing every book", self.index)
+            self.resync(sorted(self.instruments), "platform unlocked after maintenance")
+        self.maintenance = locked
+
+    def _resolve(self, request_id: int, message: dict[str, Any]) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is None:
+            return  # an answer to a heartbeat public/test, or to a request that already timed out
+        method, future = entry
+        if future.done():
+            return
+        if "error" in message:
+            future.set_exception(error_from_reply(message, method))
+        else:
+            future.set_result(message.get("result"))
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Send one JSON-RPC request and wait for its answer (bounded by ``request_timeout_s``)."""
+        request_id = self._take_id()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (method, future)
+        await self._send(encode_request(request_id, method, params))
+        try:
+            return await asyncio.wait_for(future, timeout=self.settings.request_timeout_s)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            raise ConnectionLost(f"{method} unanswered within {self.settings.request_timeout_s} s") from None
+
+    async def _request_with_retry(self, method: str, params: dict[str, Any]) -> Any:
+        """Retry what Deribit asks to retry (rate limit, maintenance, busy) with backoff."""
+        backoff = Backoff(self.settings.reconnect)
+        while True:
+            try:
+                return await self.request(method, params)
+            except RpcError as exc:
+                if exc.code not in RETRYABLE_ERRORS:
+                    raise
+                self._count_error(exc.code)
+                if exc.code == ErrorCode.TOO_MANY_REQUESTS:
+                    self.counters.rate_limited += 1
+                delay = backoff.next_delay_s()
+                log.warning("connection %d: %s; retrying in %.2f s", self.index, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("not connected")
+        await ws.send(frame, text=True)
+
+    def _take_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def _subscribe(self, instruments: list[str]) -> None:
+        channels = [book_channel(name, self.interval) for name in instruments if name in self.instruments]
+        for batch in batched(channels, self.settings.subscribe_batch_size):
+            try:
+                result = await self._request_with_retry("public/subscribe", {"channels": batch})
+            except RpcError as exc:
+                self.rejected.update(batch)
+                self.sink.on_rejected(batch, self, str(exc))
+                continue
+            confirmed = set(result) if isinstance(result, list) else set()
+            accepted = [channel for channel in batch if channel in confirmed]
+            refused = rejected_channels(batch, result)
+            names = [channel.split(".")[1] for channel in accepted]
+            self.subscribed.update(names)
+            self.rejected.difference_update(accepted)
+            self.sink.on_subscribed(names, self)
+            if refused:
+                self.rejected.update(refused)
+                self.sink.on_rejected(refused, self, "left out of the subscribe result by Deribit")
+
+    async def _unsubscribe(self, instruments: list[str]) -> None:
+        channels = [book_channel(name, self.interval) for name in instruments]
+        for batch in batched(channels, self.settings.subscribe_batch_size):
+            await self._request_with_retry("public/unsubscribe", {"channels": batch})
+        self.subscribed.difference_update(instruments)
+
+    async def _resubscribe(self, instruments: list[str]) -> None:
+        await self._unsubscribe(instruments)
+        await self._subscribe(instruments)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._session_tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._session_tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, ConnectionLost):
+            log.error("connection %d: subscription change failed: %s", self.index, error)
+            ws = self._ws
+            if ws is not None:  # the subscription set is now uncertain: start over
+                ws.transport.abort()
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    async def _watchdog(self, ws: ClientConnection) -> None:
+        """Probe a silent connection with ``public/test``, and drop it when it stays silent."""
+        stale_after = self.settings.stale_after_s
+        probe_after = stale_after / 2
+        probed = False
+        while True:
+            await asyncio.sleep(min(1.0, probe_after / 2))
+            silent_for = time.monotonic() - self.last_frame_monotonic
+            if silent_for >= stale_after:
+                self.counters.stale_disconnects += 1
+                log.warning("connection %d: no frame for %.1f s; dropping it", self.index, silent_for)
+                ws.transport.abort()
+                return
+            if silent_for >= probe_after and not probed:
+                probed = True
+                await self._send(encode_request(self._take_id(), "public/test"))
+            elif silent_for < probe_after:
+                probed = False
+
+    def _count_error(self, code: int) -> None:
+        self.counters.errors_by_code[code] = self.counters.errors_by_code.get(code, 0) + 1

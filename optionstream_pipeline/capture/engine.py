@@ -1,0 +1,373 @@
+"""The capture engine: every subscribed book, from Deribit into Kafka, through whatever happens.
+
+A plain Python class (no Dagster): :meth:`CaptureEngine.run` serves until :meth:`request_stop`,
+:meth:`stats` gives a consistent snapshot of the counters, and :meth:`set_instruments` changes the
+followed universe at run time without reconnecting. :class:`EngineThread` runs it in a background
+thread for synchronous callers (the Dagster op, tests).
+
+The hot path is :meth:`CaptureEngine.on_book`: continuity check, record encoding and a
+non-blocking produce, with no awaits, so the whole chain costs a few microseconds per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from optionstream_pipeline.capture.connection import DeribitConnection
+from optionstream_pipeline.capture.metrics import serve_metrics
+from optionstream_pipeline.capture.protocol import ShardPlan
+from optionstream_pipeline.capture.records import encode_book_record, encode_marker
+from optionstream_pipeline.capture.sequencer import BookSequencer, Verdict
+from optionstream_pipeline.capture.stats import CaptureStats, EngineCounters, collect_stats, rates
+from optionstream_pipeline.config import Settings
+from optionstream_pipeline.kafka.admin import ensure_topic
+from optionstream_pipeline.kafka.producer import RecordProducer, producer_config
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.01
+BACKPRESSURE_POLL_S = 0.005
+SOURCE_REFRESH_S = 5.0
+
+InstrumentSource = Callable[[], Collection[str]]
+
+
+def resolve_interval(settings: Settings) -> str:
+    """``raw`` needs credentials; ``auto`` means raw when they are in the environment, else 100ms."""
+    interval = settings.deribit.book_interval
+    if interval == "auto":
+        return "raw" if settings.deribit_credentials() else "100ms"
+    return interval
+
+
+class CaptureEngine:
+    """Keeps a set of Deribit option books flowing into one Kafka topic."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        instruments: Iterable[str] = (),
+        instrument_source: InstrumentSource | None = None,
+        source_refresh_s: float = SOURCE_REFRESH_S,
+    ) -> None:
+        self.settings = settings
+        self.capture_id = uuid.uuid4().hex[:12]
+        self.interval = resolve_interval(settings)
+        self.counters = EngineCounters()
+        self.sequencer = BookSequencer()
+        self.last_update_us: dict[str, int] = {}
+        self.instruments: set[str] = set()
+        self.started_at = time.time()
+        self._initial = set(instruments)
+        self._source = instrument_source
+        self._source_refresh_s = source_refresh_s
+        self._snapshot_reason: dict[str, str] = {}
+        self._plan = ShardPlan(settings.deribit.channels_per_connection, settings.deribit.max_connections)
+        self._connections: list[DeribitConnection] = []
+        self._connection_tasks: list[asyncio.Task[None]] = []
+        self._credentials = settings.deribit_credentials()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._producer: RecordProducer | None = None
+        self.ready = threading.Event()
+        self.final_undelivered: int | None = None
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until :meth:`request_stop`; then close the connections and flush within the bound."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        kafka = self.settings.kafka
+        config = producer_config(kafka, self.settings.kafka_sasl_password())
+        await asyncio.to_thread(ensure_topic, config, kafka.topic, kafka.partitions, kafka.replication_factor)
+        self._producer = RecordProducer(kafka, self.settings.kafka_sasl_password())
+        background = [
+            asyncio.create_task(self._poll_producer(), name="kafka-poll"),
+            asyncio.create_task(self._log_stats(), name="stats-log"),
+        ]
+        metrics = self.settings.capture.metrics
+        if metrics.enabled:
+            self._metrics_server, self.metrics_port = serve_metrics(metrics.host, metrics.port, self.stats)
+        if self._source is not None:
+            background.append(asyncio.create_task(self._follow_source(), name="instrument-source"))
+        try:
+            initial = set(self._initial)
+            if self._source is not None:
+                initial |= set(await asyncio.to_thread(self._source))
+            self._apply_instruments(initial)
+            self.ready.set()
+            log.info(
+                "capture %s: %d instruments over %d connections, %s books -> %s",
+                self.capture_id,
+                len(self.instruments),
+                len(self._connections),
+                self.interval,
+                kafka.topic,
+            )
+            await self._stop.wait()
+        finally:
+            await self._shutdown(background)
+
+    def request_stop(self) -> None:
+        """Thread-safe: ask :meth:`run` to finish."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._stop.set)
+
+    async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
+        for connection in self._connections:
+            await connection.stop()
+        await asyncio.gather(*self._connection_tasks, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        producer = self._producer
+        if producer is not None:
+            undelivered = await asyncio.to_thread(producer.close)
+            self.final_undelivered = undelivered
+            if undelivered:
+                log.error("capture %s: %d records undelivered after the flush bound", self.capture_id, undelivered)
+            else:
+                log.info("capture %s: flushed; every record delivered", self.capture_id)
+
+    # -- the universe -------------------------------------------------------------------------
+
+    def set_instruments(self, instruments: Iterable[str]) -> None:
+        """Thread-safe: follow exactly these instruments from now on (no reconnect needed)."""
+        wanted = set(instruments)
+        loop = self._loop
+        if loop is None:
+            self._initial = wanted
+            return
+        loop.call_soon_threadsafe(self._apply_instruments, wanted)
+
+    def _apply_instruments(self, wanted: set[str]) -> None:
+        added, removed = wanted - self.instruments, self.instruments - wanted
+        for index, names in self._plan.remove(removed).items():
+            self._connections[index].remove(names)
+            for name in names:
+                self._emit_marker("unsubscribed", name, "left the universe")
+                self.sequencer.forget(name)
+                self.last_update_us.pop(name, None)
+        for index, names in self._plan.assign(added).items():
+            for name in names:
+                self._snapshot_reason[name] = "subscribe"
+            self._connection(index).add(names)
+        self.instruments = wanted
+        if added or removed:
+            log.info("universe: +%d -%d instruments, %d followed", len(added), len(removed), len(wanted))
+
+    def _connection(self, index: int) -> DeribitConnection:
+        while index >= len(self._connections):
+            position = len(self._connections)
+            connection = DeribitConnection(
+                position,
+                self.settings.deribit,
+                self.interval,
+                self,
+                self.capture_id,
+                self._credentials,
+                follow_instrument_state=position == 0,
+            )
+            self._connections.append(connection)
+            self._connection_tasks.append(asyncio.create_task(connection.run(), name=f"deribit-{position}"))
+        return self._connections[index]
+
+    async def _follow_source(self) -> None:
+        assert self._source is not None
+        while True:
+            await asyncio.sleep(self._source_refresh_s)
+            try:
+                wanted = set(await asyncio.to_thread(self._source))
+            except Exception as exc:  # a bad universe file must not stop capture
+                log.error("instrument source failed, keeping the current universe: %s", exc)
+                continue
+            if wanted and wanted != self.instruments:
+                self._apply_instruments(wanted)
+
+    # -- the hot path (BookSink) --------------------------------------------------------------
+
+    def on_book(self, data: dict[str, Any], local_timestamp_us: int, capture: dict[str, Any]) -> bool:
+        counters = self.counters
+        counters.messages_in += 1
+        instrument = data["instrument_name"]
+        verdict = self.sequencer.check(instrument, data["change_id"], data.get("prev_change_id"))
+        if verdict is Verdict.CHANGE:
+            value = encode_book_record(data, "change", self.interval, local_timestamp_us, capture)
+        elif verdict is Verdict.SNAPSHOT:
+            reason = self._snapshot_reason.pop(instrument, "subscribe")
+            value = encode_book_record(data, "snapshot", self.interval, local_timestamp_us, capture, reason)
+        elif verdict is Verdict.GAP:
+            return self._on_gap(instrument, data, local_timestamp_us, capture)
+        else:
+            counters.dropped_awaiting_snapshot += 1
+            return True
+        self.last_update_us[instrument] = local_timestamp_us
+        return self._producer.offer(instrument, value, data["timestamp"])
+
+    def _on_gap(self, instrument: str, data: dict[str, Any], local_us: int, capture: dict[str, Any]) -> bool:
+        self.counters.gaps += 1
+        gap = self.sequencer.last_gap
+        log.warning(
+            "gap on %s: prev_change_id %s, expected %s; resyncing this instrument only",
+            instrument,
+            gap.prev_change_id,
+            gap.expected_prev_change_id,
+        )
+        value = encode_marker(
+            "gap",
+            instrument,
+            self.interval,
+            local_us,
+            capture,
+            "change_id gap",
+            exchange_timestamp_ms=data["timestamp"],
+            change_id=gap.change_id,
+            prev_change_id=gap.prev_change_id,
+            expected_prev_change_id=gap.expected_prev_change_id,
+        )
+        accepted = self._producer.offer(instrument, value, data["timestamp"])
+        index = self._plan.owner(instrument)
+        if index is not None:
+            self._connections[index].resync([instrument], "change_id gap")
+        return accepted
+
+    async def wait_for_capacity(self) -> None:
+        """Back-pressure: hold the reading connection until the producer queue has room."""
+        producer = self._producer
+        self.counters.backpressure_pauses += 1
+        while not producer.drain(0):
+            await asyncio.sleep(BACKPRESSURE_POLL_S)
+
+    async def _log_stats(self) -> None:
+        """One structured line per interval, for log pipelines (the terminal gets a status line)."""
+        interval = self.settings.capture.status_interval_s
+        before = self.stats()
+        while True:
+            await asyncio.sleep(interval)
+            after = self.stats()
+            rate = rates(before, after)
+            log.info(
+                "capture stats %s",
+                orjson.dumps({**after.as_dict(), **asdict(rate)}).decode(),
+            )
+            before = after
+
+    async def _poll_producer(self) -> None:
+        producer = self._producer
+        while True:
+            producer.drain(0)
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    # -- events from connections --------------------------------------------------------------
+
+    def on_subscribed(self, instruments: list[str], connection: DeribitConnection) -> None:
+        self.counters.subscribed_events += len(instruments)
+
+    def on_rejected(self, channels: list[str], connection: DeribitConnection, reason: str) -> None:
+        self.counters.rejected_channels += len(channels)
+        shown = ", ".join(channels[:10]) + (f" and {len(channels) - 10} more" if len(channels) > 10 else "")
+        log.warning("connection %d: %d channels rejected (%s): %s", connection.index, len(channels), reason, shown)
+
+    def on_disconnected(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None:
+        for name in instruments:
+            self.sequencer.await_snapshot(name)
+            self._snapshot_reason[name] = "reconnect"
+            self._emit_marker("disconnect", name, reason)
+
+    def on_resync(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None:
+        self.counters.resyncs += len(instruments)
+        for name in instruments:
+            self._snapshot_reason[name] = "resync"
+        log.info("connection %d: resyncing %d books (%s)", connection.index, len(instruments), reason)
+
+    def on_instrument_state(self, data: dict[str, Any]) -> None:
+        self.counters.instrument_state_events += 1
+        log.info("instrument %s: %s", data.get("instrument_name"), data.get("state"))
+
+    def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None:
+        self.counters.malformed_frames += 1
+        log.warning("connection %d: malformed frame skipped (%s): %.200r", connection.index, error, frame)
+
+    def _emit_marker(self, record_type: str, instrument: str, reason: str) -> None:
+        now_us = time.time_ns() // 1000
+        value = encode_marker(record_type, instrument, self.interval, now_us, {"id": self.capture_id}, reason)
+        self.counters.markers += 1
+        # Markers go through the same in-order path; if the queue is full they wait in overflow.
+        self._producer.offer(instrument, value, now_us // 1000)
+
+    # -- monitoring ---------------------------------------------------------------------------
+
+    def stats(self) -> CaptureStats:
+        """A snapshot of every counter; safe to call from any thread."""
+        return collect_stats(self)
+
+    @property
+    def connections(self) -> list[DeribitConnection]:
+        return list(self._connections)
+
+    @property
+    def producer(self) -> RecordProducer | None:
+        return self._producer
+
+
+class EngineThread:
+    """Runs a :class:`CaptureEngine` on its own event loop in a background thread."""
+
+    def __init__(self, engine: CaptureEngine) -> None:
+        self.engine = engine
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="optionstream-capture", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.engine.run())
+        except BaseException as exc:
+            self.error = exc
+            log.exception("capture engine failed")
+        finally:
+            self.engine.ready.set()
+
+    def start(self, ready_timeout_s: float = 30.0) -> EngineThread:
+        self._thread.start()
+        if not self.engine.ready.wait(ready_timeout_s):
+            raise TimeoutError(f"capture engine not ready within {ready_timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError(f"capture engine failed to start: {self.error}") from self.error
+        return self
+
+    def stop(self, timeout_s: float | None = None) -> CaptureStats:
+        """Stop, flush (bounded by ``kafka.flush_timeout_s``), and return the final counters."""
+        timeout_s = self.engine.settings.kafka.flush_timeout_s + 10 if timeout_s is None else timeout_s
+        self.engine.request_stop()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"capture engine did not stop within {timeout_s} s")
+        return self.engine.stats()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> EngineThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.alive:
+            self.stop()

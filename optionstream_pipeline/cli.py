@@ -1,0 +1,62 @@
+"""The ``optionstream`` command: one sub-command per capability.
+
+Each capability module owns its own sub-command through an ``add_parser(subparsers)`` function that
+registers the parser and sets ``func(args) -> int``; this file only collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from optionstream_pipeline import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from optionstream_pipeline import config
+    from optionstream_pipeline.kafka import broker
+    from optionstream_pipeline.simulator import cli as simulator_cli
+
+    parser = argparse.ArgumentParser(
+        prog="optionstream",
+        description="Capture Deribit BTC option order books to Kafka, archive to Parquet, query in DuckDB.",
+    )
+    parser.add_argument("--version", action="version", version=f"optionstream {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (config, simulator_cli, broker):
+        module.add_parser(subparsers)
+    for optional in _optional_modules():
+        optional.add_parser(subparsers)
+    return parser
+
+
+def _optional_modules() -> list:
+    """Sub-commands of capabilities that arrive in later steps of the build."""
+    import importlib
+
+    modules = []
+    for name in ("optionstream_pipeline.capture.cli", "optionstream_pipeline.demo"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Consumer side of the live topic: rebuild order books from OptionStream records."""

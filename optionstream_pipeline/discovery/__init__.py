@@ -1,0 +1,28 @@
+"""Instrument discovery in plain Python (no Dagster): which BTC options capture should follow.
+
+- :mod:`.filters`: parse ``public/get_instruments`` objects tolerantly and apply the configured
+  filters (expiry window, strike band around the underlying, cap, explicit include and exclude).
+- :mod:`.underlying`: the underlying price the strike band is centred on.
+- :mod:`.store`: the universe on disk: a ``current.json`` view written atomically, and a Parquet
+  history of every discovery run with what was added, kept, expired or dropped.
+- :mod:`.source`: :class:`UniverseFileSource`, the capture engine's ``instrument_source``, so a
+  running capture follows the universe without a restart.
+- :mod:`.run`: one discovery run end to end (fetch, filter, store), called by the Dagster asset.
+"""
+
+from optionstream_pipeline.discovery.filters import Listing, Selection, parse_listing, select_instruments
+from optionstream_pipeline.discovery.run import DiscoveryReport, discover
+from optionstream_pipeline.discovery.source import UniverseFileSource
+from optionstream_pipeline.discovery.store import UniverseChange, UniverseStore
+
+__all__ = [
+    "DiscoveryReport",
+    "Listing",
+    "Selection",
+    "UniverseChange",
+    "UniverseFileSource",
+    "UniverseStore",
+    "discover",
+    "parse_listing",
+    "select_instruments",
+]

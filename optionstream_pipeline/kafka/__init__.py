@@ -1,0 +1,1 @@
+"""Kafka side of the data path: producer, topic admin, embedded broker."""

@@ -1,0 +1,67 @@
+"""Topic administration: make sure the book topic exists with the configured partitions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnreachableError(ConnectionError):
+    """No Kafka broker answered; the message names the bootstrap servers tried."""
+
+
+def admin_client(client_config: dict[str, Any]) -> AdminClient:
+    """An AdminClient sharing the producer's connection and security properties."""
+    keep = {
+        key: value
+        for key, value in client_config.items()
+        if key == "bootstrap.servers" or key.startswith(("security.", "sasl.", "ssl.", "client."))
+    }
+    return AdminClient(keep)
+
+
+def ensure_topic(
+    client_config: dict[str, Any],
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    timeout_s: float = 10.0,
+) -> int:
+    """Create ``topic`` when it is missing; return its partition count.
+
+    An existing topic is left as it is (its partition count may differ from the setting: changing
+    it would move keys between partitions and break per-instrument order, so it is only logged).
+    """
+    admin = admin_client(client_config)
+    bootstrap = client_config.get("bootstrap.servers", "?")
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnreachableError(
+            f"Kafka brokers {bootstrap} unreachable within {timeout_s:.0f} s: {exc.args[0].str()}"
+        ) from None
+    existing = metadata.topics.get(topic)
+    if existing is not None and existing.error is None:
+        count = len(existing.partitions)
+        if count != partitions:
+            log.warning(
+                "topic %s has %d partitions (setting says %d): left as it is", topic, count, partitions
+            )
+        return count
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    try:
+        futures[topic].result(timeout=timeout_s)
+        log.info("created topic %s with %d partitions", topic, partitions)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+    return partitions

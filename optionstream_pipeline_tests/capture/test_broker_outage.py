@@ -1,0 +1,67 @@
+"""Kafka unreachable for 30 s: nothing accepted before or during the outage is lost, order holds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from optionstream_pipeline_tests.capture.conftest import (
+    by_instrument,
+    capture_settings,
+    check_books_against_truth,
+    running_capture,
+    settle_and_read,
+    wait_subscribed,
+)
+from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.waiting import wait_until
+
+OUTAGE_S = 30
+
+
+@pytest.mark.slow
+def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) -> None:
+    proxy, bootstrap = proxied_broker
+    topic = "outage-books"
+    sim = simulator(max_instruments=16, events_per_second=200)
+    instruments = sim.market.instruments()[:12]
+    settings = capture_settings(sim.url, bootstrap, topic)
+    with running_capture(settings, instruments) as capture:
+        engine = capture.engine
+        wait_subscribed(capture, len(instruments))
+        wait_until(lambda: engine.stats().delivered >= 300, 20, message="300 records delivered before the outage")
+
+        proxy.block()
+        outage_ends = time.monotonic() + OUTAGE_S
+        accepted_at_block = engine.stats().messages_out
+        wait_until(
+            lambda: engine.stats().messages_out >= accepted_at_block + 1000,
+            OUTAGE_S,
+            message="capture keeps accepting books while Kafka is unreachable",
+        )
+        delivered_during = engine.stats().delivered
+        wait_until(lambda: time.monotonic() >= outage_ends, OUTAGE_S + 1, interval=0.5, message="outage over")
+        assert engine.stats().delivered - delivered_during < 50, "deliveries went through a blocked network"
+        proxy.unblock()
+
+        sim.market.pause()
+        wait_until(
+            lambda: (s := engine.stats()).delivered + s.delivery_failed == s.messages_out and s.in_flight == 0,
+            120,
+            message="every accepted record acknowledged after the outage",
+        )
+        with TopicReader(bootstrap, topic) as reader:
+            records = settle_and_read(sim, reader, instruments, timeout=60)
+            accepted = engine.stats().messages_out
+            records = reader.read_until(lambda rs: len(rs) >= accepted, 30, "every accepted record")
+        final = capture.stop()
+
+    assert final.delivery_failed == 0
+    book_records = [r for r in records if r.value["type"] in ("snapshot", "change")]
+    assert len(records) == final.messages_out - len(instruments)  # the stop markers come after the read
+    assert len({(r.key, r.value["change_id"]) for r in book_records}) == len(book_records), "duplicates"
+    for name, stream in by_instrument(records).items():
+        ids = [r["change_id"] for r in stream if r["type"] in ("snapshot", "change")]
+        assert ids == sorted(ids), f"{name} out of order"
+    check_books_against_truth(records, sim)  # strict: every change continues the one before

@@ -1,0 +1,44 @@
+"""The documented mapping from the configuration to librdkafka properties, and secret handling."""
+
+from __future__ import annotations
+
+from optionstream_pipeline.config import Secret, settings_from_mapping
+from optionstream_pipeline.kafka.producer import producer_config, redacted
+
+
+def test_typed_settings_map_to_librdkafka_properties() -> None:
+    kafka = settings_from_mapping(
+        {
+            "kafka": {
+                "brokers": ["k1:9092", "k2:9093"],
+                "batch_size": 250,
+                "batch_timeout_ms": 20,
+                "compression_type": "zstd",
+                "required_acks": 1,
+                "enable_idempotency": False,
+                "max_retries": 7,
+                "retry_backoff_ms": 300,
+                "librdkafka": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"},
+            }
+        }
+    ).kafka
+    config = producer_config(kafka)
+    assert config["bootstrap.servers"] == "k1:9092,k2:9093"
+    assert config["batch.num.messages"] == 250
+    assert config["linger.ms"] == 20
+    assert config["compression.type"] == "zstd"
+    assert config["acks"] == 1
+    assert config["enable.idempotence"] is False
+    assert config["retries"] == 7
+    assert config["retry.backoff.ms"] == 300
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert config["partitioner"] == "murmur2_random"
+    assert "sasl.password" not in config
+
+
+def test_sasl_password_comes_only_from_the_secret_and_is_redacted_for_logs() -> None:
+    kafka = settings_from_mapping({}).kafka
+    config = producer_config(kafka, Secret("p4ss-word"))
+    assert config["sasl.password"] == "p4ss-word"
+    assert "p4ss-word" not in repr(redacted(config))

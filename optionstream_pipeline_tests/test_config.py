@@ -1,0 +1,173 @@
+"""The configuration file: its shape, environment overrides, and a named error for each bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from optionstream_pipeline.config import ConfigError, Secret, Settings, load_settings, settings_from_mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems_of(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=environ or {})
+    return str(caught.value)
+
+
+def test_shipped_config_loads_with_the_original_shape() -> None:
+    settings = load_settings(REPO_ROOT / "config" / "config.yaml", environ={})
+    assert settings.deribit.websocket_url == "wss://test.deribit.com/ws/api/v2"
+    assert settings.deribit.testnet is True
+    assert settings.kafka.topic == "orderbook.deribit.options"
+    assert settings.kafka.batch_size == 100
+    assert settings.kafka.required_acks == -1
+    assert settings.kafka.compression_type == "snappy"
+    assert all(name.startswith("BTC-") for name in settings.deribit.instruments)
+
+
+def test_missing_keys_take_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "kafka:\n  topic: t1\n"), environ={})
+    assert settings.kafka.topic == "t1"
+    assert settings.kafka.brokers == ["127.0.0.1:9092"]
+    assert settings.deribit.heartbeat_interval_s == 30
+
+
+def test_environment_overrides_every_level(tmp_path: Path) -> None:
+    environ = {
+        "OPTIONSTREAM_KAFKA__BATCH_SIZE": "500",
+        "OPTIONSTREAM_KAFKA__BROKERS": "[k1:9092, k2:9092]",
+        "OPTIONSTREAM_DERIBIT__RECONNECT__MULTIPLIER": "3",
+        "OPTIONSTREAM_KAFKA__LIBRDKAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "UNRELATED": "x",
+    }
+    settings = load_settings(write(tmp_path, "kafka:\n  batch_size: 10\n"), environ=environ)
+    assert settings.kafka.batch_size == 500
+    assert settings.kafka.brokers == ["k1:9092", "k2:9092"]
+    assert settings.deribit.reconnect.multiplier == 3.0
+    assert settings.kafka.librdkafka == {"security.protocol": "SASL_SSL"}
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  topic: from-env-path\n")
+    assert load_settings(environ={"OPTIONSTREAM_CONFIG": str(path)}).kafka.topic == "from-env-path"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kafka:\n  batchsize: 5\n", "kafka.batchsize: unknown key; allowed keys here: brokers"),
+        ("colour: red\n", "colour: unknown key"),
+        ("kafka:\n  batch_size: many\n", "kafka.batch_size: expected an integer, got 'many' (str)"),
+        (
+            "kafka:\n  enable_idempotency: 1\n",
+            "kafka.enable_idempotency: expected true or false, got 1 (int)",
+        ),
+        ("kafka:\n  batch_size: 0\n", "kafka.batch_size: 0 (int) is out of range; allowed: 1 to 1000000"),
+        (
+            "kafka:\n  required_acks: -2\n",
+            "kafka.required_acks: -2 (int) is out of range; allowed: -1 to 1000",
+        ),
+        (
+            "kafka:\n  compression_type: brotli\n",
+            "kafka.compression_type: 'brotli' (str) is not allowed; allowed: none, gzip, snappy, lz4, zstd",
+        ),
+        (
+            "deribit:\n  instruments: [BTC-26JUN26-100000-C, BTC-32JUN26-1-C]\n",
+            "deribit.instruments[1]: 'BTC-32JUN26-1-C' has an impossible expiry date",
+        ),
+        (
+            "deribit:\n  instruments: [BTC-26JUN26-100000-X]\n",
+            "deribit.instruments[0]: 'BTC-26JUN26-100000-X' is not a Deribit option name",
+        ),
+        (
+            "deribit:\n  instruments: [ETH-26JUN26-4000-C]\n",
+            "deribit.instruments[0]: 'ETH-26JUN26-4000-C' is a ETH option; allowed: BTC options only",
+        ),
+        ("deribit:\n  instruments: []\n", "deribit.instruments: must not be empty"),
+        ("kafka:\n  brokers: []\n", "kafka.brokers: must not be empty"),
+        (
+            "kafka:\n  brokers: [localhost]\n",
+            "kafka.brokers[0]: 'localhost' is not allowed; allowed: HOST:PORT",
+        ),
+        (
+            "deribit:\n  book_interval: 1s\n",
+            "deribit.book_interval: '1s' (str) is not allowed; allowed: 'auto', '100ms', 'agg2', 'raw'",
+        ),
+        (
+            "deribit:\n  heartbeat_interval_s: 5\n",
+            "deribit.heartbeat_interval_s: 5 (int) is out of range; allowed: 10 to 3600",
+        ),
+        ("deribit:\n  websocket_url: http://x\n", "deribit.websocket_url: 'http://x' is not allowed"),
+        ("kafka: [1, 2]\n", "kafka: expected a mapping of keys, got [1, 2] (list)"),
+        ("- just\n- a list\n", "must hold a mapping of sections"),
+        ("kafka:\n  topic: [unclosed\n", "is not valid YAML"),
+        (
+            "kafka:\n  librdkafka:\n    sasl.password: hunter2\n",
+            "kafka.librdkafka.sasl.password: secrets are not accepted in configuration",
+        ),
+        (
+            "kafka:\n  librdkafka:\n    linger.ms: 5\n",
+            "kafka.librdkafka.linger.ms: set through the typed kafka settings",
+        ),
+        (
+            "deribit:\n  reconnect:\n    initial_backoff_ms: 5000\n    max_backoff_ms: 1000\n",
+            "deribit.reconnect.max_backoff_ms: 1000 is below initial_backoff_ms (5000)",
+        ),
+    ],
+)
+def test_each_bad_value_fails_with_a_message_naming_key_value_and_allowed(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert expected in problems_of(tmp_path, text)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    message = problems_of(tmp_path, "kafka:\n  batch_size: 0\n  topik: x\nderibit:\n  testnet: maybe\n")
+    assert "kafka.batch_size" in message
+    assert "kafka.topik" in message
+    assert "deribit.testnet" in message
+
+
+def test_bad_environment_override_is_named(tmp_path: Path) -> None:
+    message = problems_of(tmp_path, "{}\n", environ={"OPTIONSTREAM_KAFKA__PARTITIONS": "lots"})
+    assert "kafka.partitions: expected an integer, got 'lots'" in message
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read the configuration file .*missing\.yaml"):
+        load_settings(tmp_path / "missing.yaml", environ={})
+
+
+def test_secrets_come_from_the_environment_and_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from_mapping(
+        {"deribit": {"client_id_env": "MY_ID", "client_secret_env": "MY_SECRET"}}
+    )
+    monkeypatch.delenv("MY_ID", raising=False)
+    assert settings.deribit_credentials() is None
+    monkeypatch.setenv("MY_ID", "abc")
+    monkeypatch.setenv("MY_SECRET", "s3cr3t-value")
+    client_id, secret = settings.deribit_credentials()
+    assert client_id == "abc"
+    assert secret.reveal() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(secret) + str(secret) + repr(settings)
+
+
+def test_replace_revalidates() -> None:
+    settings = Settings().replace(**{"kafka.topic": "other", "kafka.brokers": ["h:1"]})
+    assert settings.kafka.topic == "other"
+    with pytest.raises(ConfigError, match=r"kafka\.batch_size"):
+        settings.replace(**{"kafka.batch_size": -5})
+
+
+def test_secret_equality_does_not_reveal() -> None:
+    assert Secret("a") == Secret("a")
+    assert Secret("a") != Secret("b")
