@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
@@ -30,6 +30,7 @@ from optionstream_pipeline.capture.protocol import (
     error_from_reply,
     rejected_channels,
 )
+from optionstream_pipeline.capture.records import BookData, decode_book_notification, encode_capture_meta
 from optionstream_pipeline.config import DeribitSettings, Secret
 from optionstream_pipeline.deribit.protocol import (
     INSTRUMENT_STATE_CHANNEL,
@@ -41,15 +42,14 @@ from optionstream_pipeline.deribit.protocol import (
 
 log = logging.getLogger(__name__)
 
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
+_decode = msgspec.json.decode
 MAX_FRAME_BYTES_RECEIVED = 16 * 1024 * 1024
 
 
 class BookSink(Protocol):
     """What a connection hands its data to (the capture engine)."""
 
-    def on_book(self, data: dict[str, Any], local_timestamp_us: int, capture: dict[str, Any]) -> bool:
+    def on_book(self, data: BookData, local_timestamp_us: int, capture: msgspec.Raw) -> bool:
         """Take one book notification; ``False`` asks the connection to wait for :meth:`wait_for_capacity`."""
 
     async def wait_for_capacity(self) -> None: ...
@@ -104,7 +104,7 @@ class DeribitConnection:
         self.sink = sink
         self.credentials = credentials
         self.follow_instrument_state = follow_instrument_state
-        self.capture_meta = {"id": capture_id, "connection": index}
+        self.capture_raw = encode_capture_meta({"id": capture_id, "connection": index})
         self.instruments: set[str] = set()  # wanted
         self.subscribed: set[str] = set()  # confirmed by the exchange
         self.rejected: set[str] = set()
@@ -255,10 +255,15 @@ class DeribitConnection:
     # -- receiving ----------------------------------------------------------------------------
 
     async def _receive(self, ws: ClientConnection) -> None:
-        """The hot loop: book notifications go straight to the sink, the rest to :meth:`_on_control`."""
+        """The hot loop: book notifications go straight to the sink, every other frame to :meth:`_on_frame`.
+
+        Book frames are decoded by a typed decoder that reads only what capture needs; any frame it
+        does not fit (replies, heartbeats, other channels, garbage) fails fast and takes the slow path.
+        """
         recv = ws.recv
+        decode_book = decode_book_notification
         on_book = self.sink.on_book
-        capture = self.capture_meta
+        capture = self.capture_raw
         clock = time.time_ns
         monotonic = time.monotonic
         try:
@@ -267,21 +272,28 @@ class DeribitConnection:
                 local_us = clock() // 1000
                 self.last_frame_monotonic = monotonic()
                 try:
-                    message = _loads(frame)
-                    params = message.get("params")
-                    if params is not None and message.get("method") == "subscription":
-                        channel = params["channel"]
-                        if channel.startswith("book."):
-                            if not on_book(params["data"], local_us, capture):
-                                await self.sink.wait_for_capacity()
-                            continue
-                    await self._on_control(message)
-                except (_JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
-                    self.sink.on_malformed(frame, f"{type(exc).__name__}: {exc}", self)
+                    notification = decode_book(frame)
+                except msgspec.DecodeError:
+                    await self._on_frame(frame)
+                    continue
+                if notification.method == "subscription" and notification.params.channel.startswith("book."):
+                    if not on_book(notification.params.data, local_us, capture):
+                        await self.sink.wait_for_capacity()
+                else:
+                    await self._on_frame(frame)
         except WebSocketException:
             return
         finally:
             self._fail_pending("connection closed")
+
+    async def _on_frame(self, frame: bytes) -> None:
+        try:
+            message = _decode(frame)
+            if not isinstance(message, dict):
+                raise TypeError(f"a JSON {type(message).__name__}, not an object")
+            await self._on_control(message)
+        except (msgspec.DecodeError, AttributeError, KeyError, TypeError) as exc:
+            self.sink.on_malformed(frame, f"{type(exc).__name__}: {exc}", self)
 
     async def _on_control(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
@@ -295,7 +307,10 @@ class DeribitConnection:
                 self.counters.heartbeats_answered += 1
             return
         if method == "subscription":
-            self._on_notification(message["params"]["channel"], message["params"]["data"])
+            channel = message["params"]["channel"]
+            if channel.startswith("book."):  # a book frame the typed decoder refused: a missing field
+                raise KeyError(f"book notification on {channel} lacks a required field")
+            self._on_notification(channel, message["params"]["data"])
             return
         if "error" in message:
             error = error_from_reply(message)

@@ -20,12 +20,12 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict
 from typing import Any
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.capture.connection import DeribitConnection
 from optionstream_pipeline.capture.metrics import serve_metrics
 from optionstream_pipeline.capture.protocol import ShardPlan
-from optionstream_pipeline.capture.records import encode_book_record, encode_marker
+from optionstream_pipeline.capture.records import BookData, encode_book_record, encode_capture_meta, encode_marker
 from optionstream_pipeline.capture.sequencer import BookSequencer, Verdict
 from optionstream_pipeline.capture.stats import CaptureStats, EngineCounters, collect_stats, rates
 from optionstream_pipeline.config import Settings
@@ -61,6 +61,7 @@ class CaptureEngine:
     ) -> None:
         self.settings = settings
         self.capture_id = uuid.uuid4().hex[:12]
+        self._capture_raw = encode_capture_meta({"id": self.capture_id})
         self.interval = resolve_interval(settings)
         self.counters = EngineCounters()
         self.sequencer = BookSequencer()
@@ -203,11 +204,11 @@ class CaptureEngine:
 
     # -- the hot path (BookSink) --------------------------------------------------------------
 
-    def on_book(self, data: dict[str, Any], local_timestamp_us: int, capture: dict[str, Any]) -> bool:
+    def on_book(self, data: BookData, local_timestamp_us: int, capture: msgspec.Raw) -> bool:
         counters = self.counters
         counters.messages_in += 1
-        instrument = data["instrument_name"]
-        verdict = self.sequencer.check(instrument, data["change_id"], data.get("prev_change_id"))
+        instrument = data.instrument_name
+        verdict = self.sequencer.check(instrument, data.change_id, data.prev_change_id)
         if verdict is Verdict.CHANGE:
             value = encode_book_record(data, "change", self.interval, local_timestamp_us, capture)
         elif verdict is Verdict.SNAPSHOT:
@@ -219,9 +220,9 @@ class CaptureEngine:
             counters.dropped_awaiting_snapshot += 1
             return True
         self.last_update_us[instrument] = local_timestamp_us
-        return self._producer.offer(instrument, value, data["timestamp"])
+        return self._producer.offer(instrument, value, data.timestamp)
 
-    def _on_gap(self, instrument: str, data: dict[str, Any], local_us: int, capture: dict[str, Any]) -> bool:
+    def _on_gap(self, instrument: str, data: BookData, local_us: int, capture: msgspec.Raw) -> bool:
         self.counters.gaps += 1
         gap = self.sequencer.last_gap
         log.warning(
@@ -237,12 +238,12 @@ class CaptureEngine:
             local_us,
             capture,
             "change_id gap",
-            exchange_timestamp_ms=data["timestamp"],
+            exchange_timestamp_ms=data.timestamp,
             change_id=gap.change_id,
             prev_change_id=gap.prev_change_id,
             expected_prev_change_id=gap.expected_prev_change_id,
         )
-        accepted = self._producer.offer(instrument, value, data["timestamp"])
+        accepted = self._producer.offer(instrument, value, data.timestamp)
         index = self._plan.owner(instrument)
         if index is not None:
             self._connections[index].resync([instrument], "change_id gap")
@@ -265,7 +266,7 @@ class CaptureEngine:
             rate = rates(before, after)
             log.info(
                 "capture stats %s",
-                orjson.dumps({**after.as_dict(), **asdict(rate)}).decode(),
+                msgspec.json.encode({**after.as_dict(), **asdict(rate)}).decode(),
             )
             before = after
 
@@ -307,7 +308,7 @@ class CaptureEngine:
 
     def _emit_marker(self, record_type: str, instrument: str, reason: str) -> None:
         now_us = time.time_ns() // 1000
-        value = encode_marker(record_type, instrument, self.interval, now_us, {"id": self.capture_id}, reason)
+        value = encode_marker(record_type, instrument, self.interval, now_us, self._capture_raw, reason)
         self.counters.markers += 1
         # Markers go through the same in-order path; if the queue is full they wait in overflow.
         self._producer.offer(instrument, value, now_us // 1000)

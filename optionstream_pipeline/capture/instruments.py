@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
+import msgspec
 from websockets.asyncio.client import connect
 
 from optionstream_pipeline.capture.protocol import encode_request, error_from_reply
@@ -24,7 +24,7 @@ async def fetch_instruments(url: str, currency: str = "BTC", timeout_s: float = 
         params = {"currency": currency, "kind": "option", "expired": False}
         await ws.send(encode_request(1, "public/get_instruments", params), text=True)
         while True:
-            reply = orjson.loads(await ws.recv(decode=False))
+            reply = msgspec.json.decode(await ws.recv(decode=False))
             if reply.get("id") == 1:
                 break
     if "error" in reply:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.config import ReconnectSettings
 from optionstream_pipeline.deribit.protocol import ERROR_MESSAGES, MAX_FRAME_BYTES
@@ -30,7 +30,7 @@ class RpcError(Exception):
 
 
 def encode_request(request_id: int, method: str, params: dict[str, Any] | None = None) -> bytes:
-    frame = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
+    frame = msgspec.json.encode({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
     if len(frame) > MAX_FRAME_BYTES:
         # Deribit refuses such a frame with -32600; fail here, naming the cause, rather than there.
         raise ValueError(f"{method} request is {len(frame)} bytes; Deribit accepts at most {MAX_FRAME_BYTES}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import msgspec
 
 SCHEMA_VERSION = 1
 EXCHANGE = "deribit"
@@ -33,35 +33,89 @@ RECORD_TYPES = ("snapshot", "change", "gap", "disconnect", "unsubscribed")
 # Why a snapshot was taken.
 SNAPSHOT_REASONS = ("subscribe", "resync", "reconnect")
 
-_dumps = orjson.dumps
+
+# -- the incoming Deribit book notification, decoded only as far as capture needs ----------------
+# The level arrays stay raw JSON bytes (``msgspec.Raw``): capture never needs their values, so it
+# neither parses their floats nor re-serializes them; they are spliced into the record verbatim.
+# ``gc=False``: these short-lived objects hold no cycles, so they need not burden the collector.
+
+
+class BookData(msgspec.Struct, gc=False):
+    timestamp: int
+    instrument_name: str
+    change_id: int
+    bids: msgspec.Raw
+    asks: msgspec.Raw
+    prev_change_id: int | None = None  # absent on snapshots (and on every message of old feeds)
+    type: str | None = None
+
+
+class BookParams(msgspec.Struct, gc=False):
+    channel: str
+    data: BookData
+
+
+class BookNotification(msgspec.Struct, gc=False):
+    method: str
+    params: BookParams
+
+
+decode_book_notification = msgspec.json.Decoder(BookNotification).decode
+"""Decode a ``subscription`` frame of a book channel; raises ``msgspec.DecodeError`` for anything else."""
+
+
+class BookRecord(msgspec.Struct, gc=False, omit_defaults=True):
+    """The record of a ``snapshot`` or ``change`` (field order is the wire order)."""
+
+    v: int
+    type: str
+    exchange: str
+    instrument: str
+    interval: str
+    exchange_timestamp_ms: int
+    local_timestamp_us: int
+    change_id: int
+    prev_change_id: int | None
+    bids: msgspec.Raw
+    asks: msgspec.Raw
+    capture: msgspec.Raw
+    reason: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_capture_meta(capture: dict[str, Any]) -> msgspec.Raw:
+    """Pre-encode the per-connection capture metadata once, not per message."""
+    return msgspec.Raw(_encode(capture))
 
 
 def encode_book_record(
-    data: dict[str, Any],
+    data: BookData,
     record_type: str,
     interval: str,
     local_timestamp_us: int,
-    capture: dict[str, Any],
+    capture: msgspec.Raw,
     reason: str | None = None,
 ) -> bytes:
-    """Encode one Deribit ``book`` notification ``data`` as a record (the per-message hot path)."""
-    record = {
-        "v": SCHEMA_VERSION,
-        "type": record_type,
-        "exchange": EXCHANGE,
-        "instrument": data["instrument_name"],
-        "interval": interval,
-        "exchange_timestamp_ms": data["timestamp"],
-        "local_timestamp_us": local_timestamp_us,
-        "change_id": data["change_id"],
-        "prev_change_id": data.get("prev_change_id"),
-        "bids": data["bids"],
-        "asks": data["asks"],
-        "capture": capture,
-    }
-    if reason is not None:
-        record["reason"] = reason
-    return _dumps(record)
+    """Encode one Deribit ``book`` notification as a record (the per-message hot path)."""
+    return _encode(
+        BookRecord(
+            SCHEMA_VERSION,
+            record_type,
+            EXCHANGE,
+            data.instrument_name,
+            interval,
+            data.timestamp,
+            local_timestamp_us,
+            data.change_id,
+            data.prev_change_id,
+            data.bids,
+            data.asks,
+            capture,
+            reason,
+        )
+    )
 
 
 def encode_marker(
@@ -69,7 +123,7 @@ def encode_marker(
     instrument: str,
     interval: str,
     local_timestamp_us: int,
-    capture: dict[str, Any],
+    capture: msgspec.Raw,
     reason: str,
     **details: Any,
 ) -> bytes:
@@ -85,8 +139,4 @@ def encode_marker(
         "capture": capture,
         **details,
     }
-    return _dumps(record)
-
-
-def decode_record(value: bytes | str) -> dict[str, Any]:
-    return orjson.loads(value)
+    return _encode(record)

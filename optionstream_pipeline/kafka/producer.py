@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from optionstream_pipeline.config import KafkaSettings, Secret
@@ -198,7 +198,7 @@ class RecordProducer:
             self._on_delivery_failure(key, error)
 
     def _on_stats(self, stats_json: str) -> None:
-        stats = orjson.loads(stats_json)
+        stats = msgspec.json.decode(stats_json)
         topic = stats.get("topics", {}).get(self.topic, {})
         summary = ProducerStats(
             queue_messages=stats.get("msg_cnt", 0),

@@ -44,6 +44,11 @@ Faults (:class:`Faults`, also ``simulator/<name>`` JSON-RPC methods and ``option
 - ``reject_channel(pattern)``: fnmatch pattern left out of subscribe results from now on.
 - ``clear()``: undo the above (``session=None``: also global rejections and maintenance).
 
+A client that lets ``max_outbox`` frames (default 500,000) pile up unsent is aborted, like a slow
+consumer on Deribit.  ``ticker.*.100ms`` is published with the 100 ms flush of a changed book;
+``ticker.*.raw`` with every book event.  Not simulated: ``agg2`` and grouped book channels, trades,
+``markprice.*``, ``announcements``, private methods.
+
 Modes: the random market (default), ``replay_path`` (a recorded ``.ws.log`` played byte-identically),
 ``load_instruments``/``load_rate`` (pre-encoded frames for benchmarks).
 """

@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.simulator.credits import RateLimits
 from optionstream_pipeline.simulator.server import DeribitSimulator
@@ -34,20 +34,39 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (default 8765)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--instruments", type=int, default=None, metavar="N",
-                        help="scale the option universe to N instruments (default: full chain, ~700-800)")
-    parser.add_argument("--instrument", action="append", default=[], metavar="NAME",
-                        help="serve exactly these instruments (repeatable) instead of a generated chain")
+    parser.add_argument(
+        "--instruments",
+        type=int,
+        default=None,
+        metavar="N",
+        help="scale the option universe to N instruments (default: full chain, ~700-800)",
+    )
+    parser.add_argument(
+        "--instrument",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="serve exactly these instruments (repeatable) instead of a generated chain",
+    )
     parser.add_argument("--events-per-second", type=float, default=200.0, help="book events/s, all books")
     parser.add_argument("--testnet", action="store_true", help='answer "testnet": true')
     parser.add_argument("--client-id", default=None, help="client_id accepted by public/auth")
-    parser.add_argument("--client-secret-env", default="OPTIONSTREAM_SIM_CLIENT_SECRET", metavar="VAR",
-                        help="environment variable holding the client secret (default %(default)s)")
+    parser.add_argument(
+        "--client-secret-env",
+        default="OPTIONSTREAM_SIM_CLIENT_SECRET",
+        metavar="VAR",
+        help="environment variable holding the client secret (default %(default)s)",
+    )
     parser.add_argument("--no-raw-auth", action="store_true", help="allow book.*.raw without public/auth")
     parser.add_argument("--min-heartbeat", type=float, default=10.0, help="minimum set_heartbeat interval (s)")
     parser.add_argument("--no-rate-limits", action="store_true", help="disable credit limits")
-    parser.add_argument("--lifecycle-interval", type=float, default=None, metavar="S",
-                        help="accelerated lifecycle: every S seconds expire the nearest expiry and list a new one")
+    parser.add_argument(
+        "--lifecycle-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="accelerated lifecycle: every S seconds expire the nearest expiry and list a new one",
+    )
     parser.add_argument("--replay", default=None, metavar="WS_LOG", help="replay a recorded .ws.log instead")
     parser.add_argument("--replay-speed", default="1.0", help="replay speed factor, or 'max'")
     parser.add_argument("--load-instruments", type=int, default=None, metavar="N", help="load mode: N books")
@@ -102,8 +121,23 @@ async def _simulate(settings: SimulatorSettings) -> int:
 
 # -- simulate-control -----------------------------------------------------------------------------
 
-ACTIONS = ("drop", "stall", "slow", "skip-change", "malformed", "error", "maintenance", "reject-channel", "clear",
-           "sessions", "expire-instrument", "roll-expiry", "create-expiry", "pause", "resume")
+ACTIONS = (
+    "drop",
+    "stall",
+    "slow",
+    "skip-change",
+    "malformed",
+    "error",
+    "maintenance",
+    "reject-channel",
+    "clear",
+    "sessions",
+    "expire-instrument",
+    "roll-expiry",
+    "create-expiry",
+    "pause",
+    "resume",
+)
 
 
 def _add_control(subparsers: argparse._SubParsersAction) -> None:
@@ -131,15 +165,16 @@ def control_params(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword params of ``simulator/<action>`` from the CLI options that apply to it."""
     action = args.action
     params: dict[str, Any] = {}
-    takes_session = action in ("drop", "stall", "slow", "skip-change", "malformed", "error", "reject-channel",
-                               "clear")
+    takes_session = action in ("drop", "stall", "slow", "skip-change", "malformed", "error", "reject-channel", "clear")
     if takes_session and args.session is not None:
         params["session"] = args.session
     if action == "stall":
         params |= {"seconds": args.seconds, "drop_frames": args.drop_frames}
     elif action == "maintenance":
-        params |= {"seconds": args.seconds if args.seconds is not None else 10.0,
-                   "close_connections": not args.keep_connections}
+        params |= {
+            "seconds": args.seconds if args.seconds is not None else 10.0,
+            "close_connections": not args.keep_connections,
+        }
     elif action == "slow":
         params["delay_s"] = args.delay if args.delay is not None else 0.1
     elif action == "skip-change":
@@ -173,11 +208,11 @@ async def control_request(url: str, method: str, params: dict[str, Any], timeout
     from websockets.asyncio.client import connect
 
     async with connect(url, compression=None, open_timeout=timeout) as ws:
-        await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).decode())
+        await ws.send(msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).decode())
         async with asyncio.timeout(timeout):
             while True:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    reply = orjson.loads(await ws.recv())
+                with contextlib.suppress(msgspec.DecodeError):
+                    reply = msgspec.json.decode(await ws.recv())
                     if isinstance(reply, dict) and reply.get("id") == 1:
                         return reply
 

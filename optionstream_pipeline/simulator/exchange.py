@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.deribit.protocol import (
     ERROR_MESSAGES,
@@ -35,8 +35,8 @@ from optionstream_pipeline.simulator.universe import InstrumentEvent
 
 INVALID_CREDENTIALS = 13004
 CONTROL_PREFIX = "simulator/"
-HEARTBEAT = orjson.dumps({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "heartbeat"}})
-TEST_REQUEST = orjson.dumps({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "test_request"}})
+HEARTBEAT = msgspec.json.encode({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "heartbeat"}})
+TEST_REQUEST = msgspec.json.encode({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "test_request"}})
 MALFORMED_FRAME = b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.'
 BOOK_INTERVALS = ("100ms", "raw")
 
@@ -131,8 +131,16 @@ class Session:
 
     def info(self, now_s: float) -> SessionInfo:
         return SessionInfo(
-            self.id, self.remote, tuple(self.channels), self.authed, self.heartbeat_interval, self.client_name,
-            self.connected_at, self.is_control, self.stalled_until > now_s, len(self.outbox),
+            self.id,
+            self.remote,
+            tuple(self.channels),
+            self.authed,
+            self.heartbeat_interval,
+            self.client_name,
+            self.connected_at,
+            self.is_control,
+            self.stalled_until > now_s,
+            len(self.outbox),
         )
 
 
@@ -173,8 +181,8 @@ class MarketSource:
 
     def on_subscribed(self, exchange: Exchange, session: Session, channel: str, now_s: float) -> None:
         kind, instrument, interval = split_channel(channel)  # type: ignore[misc]
-        data = self.market.snapshot(instrument, interval) if kind == "book" else self.market.ticker(
-            instrument, interval
+        data = (
+            self.market.snapshot(instrument, interval) if kind == "book" else self.market.ticker(instrument, interval)
         )
         if data is not None:
             session.send(exchange.encode_notification(channel, data))
@@ -277,8 +285,8 @@ class Exchange:
 
     def _parse(self, frame: str | bytes) -> tuple[Any, str, dict]:
         try:
-            request = orjson.loads(frame)
-        except orjson.JSONDecodeError:
+            request = msgspec.json.decode(frame)
+        except msgspec.DecodeError:
             raise RpcError(ErrorCode.PARSE_ERROR) from None
         if not isinstance(request, dict):
             raise RpcError(ErrorCode.BAD_REQUEST)
@@ -305,8 +313,9 @@ class Exchange:
             raise RpcError(ErrorCode.METHOD_NOT_FOUND)
         return handler(session, params, now_s)
 
-    def _send_reply(self, session: Session, request_id: Any, us_in: int, result: Any = None,
-                    error: RpcError | None = None) -> None:
+    def _send_reply(
+        self, session: Session, request_id: Any, us_in: int, result: Any = None, error: RpcError | None = None
+    ) -> None:
         if isinstance(error, _WithId):
             request_id, error = error.request_id, error.error
         reply: dict[str, Any] = {"jsonrpc": "2.0"}
@@ -316,7 +325,7 @@ class Exchange:
             reply["error"] = error.to_json()
         else:
             reply["result"] = result
-        session.send(orjson.dumps(self._stamp(reply, us_in)))
+        session.send(msgspec.json.encode(self._stamp(reply, us_in)))
 
     def _stamp(self, message: dict, us_in: int) -> dict:
         us_out = max(us_in, int(self.settings.clock() * 1_000_000))
@@ -327,7 +336,7 @@ class Exchange:
         """An error frame with no ``id`` (Deribit sends these, e.g. 10028 outside any request)."""
         us_now = int(self.settings.clock() * 1_000_000)
         reply = {"jsonrpc": "2.0", "error": RpcError(code, message).to_json()}
-        session.send(orjson.dumps(self._stamp(reply, us_now)))
+        session.send(msgspec.json.encode(self._stamp(reply, us_now)))
 
     # -- public methods -----------------------------------------------------------------------
 
@@ -440,7 +449,9 @@ class Exchange:
     # -- frames out ---------------------------------------------------------------------------
 
     def encode_notification(self, channel: str, data: Any) -> bytes:
-        return orjson.dumps({"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}})
+        return msgspec.json.encode(
+            {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}}
+        )
 
     def publish(self, channel: str, data: Any) -> None:
         """Encode once, queue the same bytes to every subscriber of ``channel`` (none: no work)."""
@@ -505,7 +516,7 @@ def _frame_size(frame: str | bytes) -> int:
 def _peek_id(frame: str | bytes) -> Any:
     """The id of an oversized request if it parses, so the client can match the -32600 reply."""
     try:
-        request = orjson.loads(frame)
-    except orjson.JSONDecodeError:
+        request = msgspec.json.decode(frame)
+    except msgspec.DecodeError:
         return None
     return request.get("id") if isinstance(request, dict) else None

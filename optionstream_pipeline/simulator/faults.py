@@ -62,8 +62,14 @@ class Faults:
 
         return self._run(lambda: self._each(session, drop_one, _caller))
 
-    def stall(self, seconds: float | None = None, session: int | None = None, drop_frames: bool = False,
-              *, _caller: Session | None = None) -> list[int]:
+    def stall(
+        self,
+        seconds: float | None = None,
+        session: int | None = None,
+        drop_frames: bool = False,
+        *,
+        _caller: Session | None = None,
+    ) -> list[int]:
         """Stop writing to the client without closing, for ``seconds`` or until :meth:`clear`.
 
         Frames published meanwhile are queued and sent late (``drop_frames=True``: discarded, so the
@@ -84,8 +90,14 @@ class Faults:
 
         return self._run(lambda: self._each(session, slow_one, _caller))
 
-    def skip_change(self, instrument: str, interval: str | None = None, session: int | None = None,
-                    *, _caller: Session | None = None) -> list[int]:
+    def skip_change(
+        self,
+        instrument: str,
+        interval: str | None = None,
+        session: int | None = None,
+        *,
+        _caller: Session | None = None,
+    ) -> list[int]:
         """Swallow the next book message of ``instrument`` (one interval or both) for the targets.
 
         The client sees a ``prev_change_id`` gap on the message after; the ground truth is unchanged.
@@ -101,15 +113,22 @@ class Faults:
         """Send one text frame that is not valid JSON (a truncated subscription notification)."""
         return self._run(lambda: self._each(session, lambda t: t.send(MALFORMED_FRAME), _caller))
 
-    def error(self, code: int = ErrorCode.TOO_MANY_REQUESTS, message: str | None = None,
-              session: int | None = None, *, _caller: Session | None = None) -> list[int]:
+    def error(
+        self,
+        code: int = ErrorCode.TOO_MANY_REQUESTS,
+        message: str | None = None,
+        session: int | None = None,
+        *,
+        _caller: Session | None = None,
+    ) -> list[int]:
         """Send an error frame without ``id`` (``{"jsonrpc","error":{code,message},"usIn",...}``)."""
         return self._run(
             lambda: self._each(session, lambda t: self._exchange.error_without_id(t, int(code), message), _caller)
         )
 
-    def maintenance(self, seconds: float, close_connections: bool = True,
-                    *, _caller: Session | None = None) -> list[int]:
+    def maintenance(
+        self, seconds: float, close_connections: bool = True, *, _caller: Session | None = None
+    ) -> list[int]:
         """Platform maintenance for ``seconds``, as Deribit runs it.
 
         ``platform_state`` subscribers get ``{"locked": true}``; every request is answered 11051
@@ -133,8 +152,7 @@ class Faults:
 
         return self._run(start)
 
-    def reject_channel(self, pattern: str, session: int | None = None,
-                       *, _caller: Session | None = None) -> list[int]:
+    def reject_channel(self, pattern: str, session: int | None = None, *, _caller: Session | None = None) -> list[int]:
         """Leave channels matching ``pattern`` (fnmatch, e.g. ``book.*-C.100ms``) out of subscribe
         results from now on, silently, like Deribit; ``session=None`` rejects it for everyone."""
 
@@ -224,11 +242,21 @@ def register_control_methods(exchange: Exchange, faults: Faults, lifecycle: Life
 
     handlers = {
         name: fault(getattr(faults, name))
-        for name in ("drop", "stall", "slow", "skip_change", "malformed", "error", "maintenance",
-                     "reject_channel", "clear")
+        for name in (
+            "drop",
+            "stall",
+            "slow",
+            "skip_change",
+            "malformed",
+            "error",
+            "maintenance",
+            "reject_channel",
+            "clear",
+        )
     }
-    handlers |= {name: plain(getattr(lifecycle, name)) for name in ("expire_instrument", "roll_expiry",
-                                                                    "create_expiry")}
+    handlers |= {
+        name: plain(getattr(lifecycle, name)) for name in ("expire_instrument", "roll_expiry", "create_expiry")
+    }
     handlers["pause"] = market_flag(True)
     handlers["resume"] = market_flag(False)
     handlers["sessions"] = lambda caller, params: [

@@ -11,7 +11,7 @@ channels of an instrument carry the same messages (load mode ignores the 10/s ca
 
 from __future__ import annotations
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.deribit.protocol import split_channel
 from optionstream_pipeline.simulator.market import BookState
@@ -69,7 +69,7 @@ class _LoadBook:
 
     def _tail(self, variant: int) -> bytes:
         level, amount = self._level(variant)
-        entry = orjson.dumps([["change", self._price(level), amount]])
+        entry = msgspec.json.encode([["change", self._price(level), amount]])
         bids, asks = (entry, b"[]") if level < LEVELS else (b"[]", entry)
         return b',"bids":' + bids + b',"asks":' + asks + b"}}}"
 
@@ -96,8 +96,14 @@ class _LoadBook:
 class LoadSource:
     """The load-mode data source; ``rate`` messages per second over all instruments, round-robin."""
 
-    def __init__(self, instruments: int, rate: float, now_s: float, raw_requires_auth: bool = True,
-                 first_change_id: int = 40_000_000_000) -> None:
+    def __init__(
+        self,
+        instruments: int,
+        rate: float,
+        now_s: float,
+        raw_requires_auth: bool = True,
+        first_change_id: int = 40_000_000_000,
+    ) -> None:
         self.raw_requires_auth = raw_requires_auth
         self.rate = float(rate)
         self.universe = Universe(UniverseSettings(max_instruments=instruments))
@@ -158,8 +164,17 @@ class LoadSource:
             for interval, channel in book.channels.items():
                 sessions = subscribers.get(channel)
                 if sessions:
-                    payload = b"".join((book.heads[interval], ts, _PREV, str(prev).encode(), book.name_part,
-                                        str(change_id).encode(), book.tails[variant]))
+                    payload = b"".join(
+                        (
+                            book.heads[interval],
+                            ts,
+                            _PREV,
+                            str(prev).encode(),
+                            book.name_part,
+                            str(change_id).encode(),
+                            book.tails[variant],
+                        )
+                    )
                     for session in sessions:
                         session.deliver(channel, payload)
         self._change_id = change_id
@@ -184,20 +199,36 @@ async def measure_throughput(url: str, seconds: float = 5.0, interval: str = "10
     from websockets.asyncio.client import connect
 
     async with connect(url, compression=None, max_size=None) as ws:
-        await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "public/get_instruments",
-                                    "params": {"currency": "BTC", "kind": "option"}}))
+        await ws.send(
+            msgspec.json.encode(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "public/get_instruments",
+                    "params": {"currency": "BTC", "kind": "option"},
+                }
+            )
+        )
         names = [i["instrument_name"] for i in await _reply(ws, 0)]
         channels = [f"book.{name}.{interval}" for name in names]
         for start in range(0, len(channels), batch):
-            await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1 + start, "method": "public/subscribe",
-                                        "params": {"channels": channels[start : start + batch]}}))
+            await ws.send(
+                msgspec.json.encode(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1 + start,
+                        "method": "public/subscribe",
+                        "params": {"channels": channels[start : start + batch]},
+                    }
+                )
+            )
         last: dict[str, int] = {}
         count = gaps = 0
         began = time.perf_counter()
         deadline = began + seconds
         while (now := time.perf_counter()) < deadline:
             try:
-                message = orjson.loads(await asyncio.wait_for(ws.recv(), deadline - now))
+                message = msgspec.json.decode(await asyncio.wait_for(ws.recv(), deadline - now))
             except TimeoutError:
                 break
             data = message.get("params", {}).get("data") if message.get("method") == "subscription" else None
@@ -209,12 +240,22 @@ async def measure_throughput(url: str, seconds: float = 5.0, interval: str = "10
                 gaps += last.get(name) != data["prev_change_id"]
             last[name] = data["change_id"]
         elapsed = time.perf_counter() - began
-    return {"instruments": len(names), "messages": count, "seconds": round(elapsed, 3),
-            "messages_per_s": round(count / elapsed), "gaps": gaps}
+        # Drain before closing: a client that stops reading never sees the server's close frame.
+        await ws.send(
+            msgspec.json.encode({"jsonrpc": "2.0", "id": -1, "method": "public/unsubscribe_all", "params": {}})
+        )
+        await _reply(ws, -1)
+    return {
+        "instruments": len(names),
+        "messages": count,
+        "seconds": round(elapsed, 3),
+        "messages_per_s": round(count / elapsed),
+        "gaps": gaps,
+    }
 
 
 async def _reply(ws, request_id: int):
     while True:
-        message = orjson.loads(await ws.recv())
+        message = msgspec.json.decode(await ws.recv())
         if message.get("id") == request_id:
             return message["result"]

@@ -151,9 +151,11 @@ def implied_vol(price_btc: float, spot: float, strike: float, years: float, call
     """Vol in percent reproducing a BTC price (bisection); 0.0 when no vol can (as Deribit shows)."""
     target = price_btc * spot
     low, high = 0.01, 6.0
-    if not black_scholes(spot, strike, years, low, call)["price"] <= target <= black_scholes(
-        spot, strike, years, high, call
-    )["price"]:
+    if (
+        not black_scholes(spot, strike, years, low, call)["price"]
+        <= target
+        <= black_scholes(spot, strike, years, high, call)["price"]
+    ):
         return 0.0
     for _ in range(40):
         mid = 0.5 * (low + high)

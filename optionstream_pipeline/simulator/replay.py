@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.deribit.instruments import InstrumentNameError, parse_option_name
 from optionstream_pipeline.simulator.universe import Instrument, settlement_period
@@ -70,8 +70,8 @@ def parse_ws_log(path: str | Path) -> Recording:
 
 def _channel_of(text: str) -> str | None:
     try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        message = msgspec.json.decode(text)
+    except msgspec.DecodeError:
         return None
     if isinstance(message, dict) and message.get("method") == "subscription":
         return message.get("params", {}).get("channel")
@@ -142,8 +142,14 @@ class ReplaySource:
                 continue
             if currency in (parsed.currency, "any"):
                 instrument = Instrument(
-                    name, parsed.expiry, parsed.strike, parsed.option_type, 100_000 + number,
-                    int(self._origin * 1000) - 86_400_000, settlement_period(parsed.expiry), parsed.currency,
+                    name,
+                    parsed.expiry,
+                    parsed.strike,
+                    parsed.option_type,
+                    100_000 + number,
+                    int(self._origin * 1000) - 86_400_000,
+                    settlement_period(parsed.expiry),
+                    parsed.currency,
                 )
                 objects.append(instrument.to_json())
         return objects

@@ -235,7 +235,13 @@ class Universe:
     def _add(self, name: str, expiry: date, strike: float, option_type: str, now_s: float) -> InstrumentEvent:
         now_ms = int(now_s * 1000)
         instrument = Instrument(
-            name, expiry, strike, option_type, self._next_id, now_ms, settlement_period(expiry),
+            name,
+            expiry,
+            strike,
+            option_type,
+            self._next_id,
+            now_ms,
+            settlement_period(expiry),
             self.settings.currency,
         )
         self._next_id += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-import orjson
+import msgspec
 import pytest
 
 from optionstream_pipeline.capture.protocol import (
@@ -22,7 +22,7 @@ from optionstream_pipeline.deribit.protocol import MAX_CHANNELS_PER_SUBSCRIBE, b
 def test_a_full_subscribe_batch_fits_deribits_frame_limit() -> None:
     channels = [book_channel(f"BTC-27JUN25-{100000 + i * 1000}-C", "100ms") for i in range(MAX_CHANNELS_PER_SUBSCRIBE)]
     frame = encode_request(7, "public/subscribe", {"channels": channels})
-    assert orjson.loads(frame) == {
+    assert msgspec.json.decode(frame) == {
         "jsonrpc": "2.0",
         "id": 7,
         "method": "public/subscribe",

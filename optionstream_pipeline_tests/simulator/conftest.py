@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -86,8 +86,8 @@ class RpcClient:
             async for frame in self.ws:
                 self.frames.append(frame)
                 try:
-                    self.messages.append(orjson.loads(frame))
-                except orjson.JSONDecodeError:
+                    self.messages.append(msgspec.json.decode(frame))
+                except msgspec.DecodeError:
                     self.messages.append(None)
         except ConnectionClosed:
             pass
@@ -97,8 +97,9 @@ class RpcClient:
     async def send(self, method: str, params: dict | None = None) -> int:
         request_id = self._next_id
         self._next_id += 1
-        await self.ws.send(orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
-                                         "params": params or {}}).decode())
+        await self.ws.send(
+            msgspec.json.encode({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}).decode()
+        )
         return request_id
 
     def reply(self, request_id: int) -> dict | None:
@@ -116,12 +117,16 @@ class RpcClient:
 
     def data(self, channel: str) -> list[dict]:
         """``data`` of every notification received on ``channel``, in order."""
-        return [m["params"]["data"] for m in self.messages if isinstance(m, dict)
-                and m.get("method") == "subscription" and m["params"]["channel"] == channel]
+        return [
+            m["params"]["data"]
+            for m in self.messages
+            if isinstance(m, dict) and m.get("method") == "subscription" and m["params"]["channel"] == channel
+        ]
 
     async def wait_data(self, channel: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
-        return await async_wait_until(lambda: len(self.data(channel)) >= count and self.data(channel), timeout,
-                                      f"{count} messages on {channel}")
+        return await async_wait_until(
+            lambda: len(self.data(channel)) >= count and self.data(channel), timeout, f"{count} messages on {channel}"
+        )
 
 
 def run(coroutine) -> Any:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
-import orjson
+import msgspec
 import pytest
 
 from optionstream_pipeline.simulator.credits import RateLimits, SessionCredits, TokenBucket
@@ -45,15 +46,15 @@ class Harness:
 
     def frames(self, session: Session | None = None) -> list:
         outbox = (session or self.session).outbox
-        frames = [orjson.loads(f) if f[:1] == b"{" and f.endswith(b"}") else f for f in outbox]
+        frames = [msgspec.json.decode(f) if f[:1] == b"{" and f.endswith(b"}") else f for f in outbox]
         outbox.clear()
         return frames
 
     def call(self, method: str, params: dict | None = None, request_id: int = 1) -> dict:
         frame = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
-        self.exchange.handle_frame(self.session, orjson.dumps(frame).decode(), self.now)
+        self.exchange.handle_frame(self.session, msgspec.json.encode(frame).decode(), self.now)
         while True:  # the reply; frames queued before it are dropped, those after it kept
-            message = orjson.loads(self.session.outbox.popleft())
+            message = msgspec.json.decode(self.session.outbox.popleft())
             if message.get("id") == request_id:
                 return message
 
@@ -90,7 +91,9 @@ def test_error_replies(frame: str, code: int, has_id: bool) -> None:
 def test_oversized_frame_is_refused_with_32600() -> None:
     harness = Harness()
     channels = [f"book.BTC-9MAY25-{100000 + i}-C.100ms" for i in range(1200)]
-    frame = orjson.dumps({"jsonrpc": "2.0", "id": 9, "method": "public/subscribe", "params": {"channels": channels}})
+    frame = msgspec.json.encode(
+        {"jsonrpc": "2.0", "id": 9, "method": "public/subscribe", "params": {"channels": channels}}
+    )
     assert len(frame) > 32 * 1024
     harness.exchange.handle_frame(harness.session, frame.decode(), harness.now)
     (reply,) = harness.frames()
@@ -103,8 +106,11 @@ def test_subscribe_leaves_out_unknown_and_rejected_channels_and_snapshots_follow
     a, b = harness.market.instruments()[:2]
     harness.faults.reject_channel(f"book.{b}.*")
     wanted = [f"book.{a}.100ms", f"book.{b}.100ms", "book.BTC-1JAN20-1-C.100ms", "nonsense", "platform_state"]
-    harness.exchange.handle_frame(harness.session, orjson.dumps(
-        {"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {"channels": wanted}}), harness.now)
+    harness.exchange.handle_frame(
+        harness.session,
+        msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {"channels": wanted}}),
+        harness.now,
+    )
     reply, snapshot = harness.frames()
     assert reply["result"] == [f"book.{a}.100ms", "platform_state"]
     assert snapshot["params"]["data"]["type"] == "snapshot"
@@ -121,8 +127,9 @@ def test_raw_book_needs_auth_and_auth_checks_credentials() -> None:
     assert harness.call("public/subscribe", raw)["error"]["code"] == 13778
     bad = harness.call("public/auth", {"grant_type": "client_credentials", "client_id": "id", "client_secret": "x"})
     assert bad["error"]["code"] == 13004 and not harness.session.authed
-    good = harness.call("public/auth", {"grant_type": "client_credentials", "client_id": "id",
-                                        "client_secret": "s3cret"})["result"]
+    good = harness.call(
+        "public/auth", {"grant_type": "client_credentials", "client_id": "id", "client_secret": "s3cret"}
+    )["result"]
     assert {"access_token", "refresh_token", "expires_in", "scope", "token_type"} <= good.keys()
     assert harness.call("public/subscribe", raw)["result"] == [f"book.{name}.raw"]
     refreshed = harness.call("public/auth", {"grant_type": "refresh_token", "refresh_token": good["refresh_token"]})
@@ -134,7 +141,9 @@ def test_heartbeat_sends_test_requests_and_closes_a_silent_client() -> None:
     assert harness.call("public/set_heartbeat", {"interval": 1})["result"] == "ok"
     harness.tick(1.01)
     assert [f["params"]["type"] for f in harness.frames() if f.get("method") == "heartbeat"] == [
-        "heartbeat", "test_request"]
+        "heartbeat",
+        "test_request",
+    ]
     harness.call("public/test")
     harness.tick(1.0)
     assert harness.io.close_request is None
@@ -188,9 +197,8 @@ def test_skip_change_swallows_exactly_one_message_of_that_channel() -> None:
     received = [f["params"]["data"] for f in harness.frames()]
     assert len(received) > 2
     assert received[0]["prev_change_id"] != snapshot["change_id"]  # the gap
-    assert all(b["prev_change_id"] == a["change_id"] for a, b in zip(received, received[1:], strict=False))
-    assert harness.market.book_at(name, "raw", received[0]["prev_change_id"]).change_id == received[0][
-        "prev_change_id"]
+    assert all(b["prev_change_id"] == a["change_id"] for a, b in itertools.pairwise(received))
+    assert harness.market.book_at(name, "raw", received[0]["prev_change_id"]).change_id == received[0]["prev_change_id"]
 
 
 def test_error_without_id_and_malformed_frame() -> None:
@@ -200,8 +208,8 @@ def test_error_without_id_and_malformed_frame() -> None:
     error, malformed = harness.frames()
     assert "id" not in error and error["error"] == {"message": "too_many_requests", "code": 10028}
     assert {"usIn", "usOut", "usDiff", "testnet"} <= error.keys()
-    with pytest.raises(orjson.JSONDecodeError):
-        orjson.loads(malformed)
+    with pytest.raises(msgspec.DecodeError):
+        msgspec.json.decode(malformed)
 
 
 def test_control_methods_do_not_target_the_caller() -> None:
@@ -219,8 +227,13 @@ def test_a_published_frame_is_encoded_once_for_all_subscribers() -> None:
     channel = f"book.{name}.100ms"
     other = harness.exchange.open_session(FakeIO(), "second", T0)
     for session in (harness.session, other):
-        harness.exchange.handle_frame(session, orjson.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {"channels": [channel]}}), T0)
+        harness.exchange.handle_frame(
+            session,
+            msgspec.json.encode(
+                {"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {"channels": [channel]}}
+            ),
+            T0,
+        )
         session.outbox.clear()
     for _ in range(30):
         harness.tick(0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 
@@ -96,7 +97,7 @@ def test_skip_change_shows_the_client_exactly_one_gap(simulator) -> None:
             sim.faults.skip_change(name, "100ms")
             await client.wait_data(channel, len(client.data(channel)) + 4)
             messages = client.data(channel)
-            gaps = [b for a, b in zip(messages, messages[1:], strict=False) if b["prev_change_id"] != a["change_id"]]
+            gaps = [b for a, b in itertools.pairwise(messages) if b["prev_change_id"] != a["change_id"]]
             assert len(gaps) == 1
             truth = sim.market.book_at(name, "100ms", gaps[0]["prev_change_id"])
             assert truth is not None and truth.change_id == gaps[0]["prev_change_id"]
@@ -198,17 +199,26 @@ def test_faults_from_the_command_line(simulator, capsys) -> None:
         async with RpcClient(sim.url) as victim:
             await victim.result("public/test")
             assert await asyncio.to_thread(run_cli, "simulate-control", "sessions", "--url", sim.url) == 0
-            assert await asyncio.to_thread(run_cli, "simulate-control", "reject-channel", "--channel", channel,
-                                           "--url", sim.url) == 0
+            assert (
+                await asyncio.to_thread(
+                    run_cli, "simulate-control", "reject-channel", "--channel", channel, "--url", sim.url
+                )
+                == 0
+            )
             assert await victim.result("public/subscribe", {"channels": [channel]}) == []
             assert await asyncio.to_thread(run_cli, "simulate-control", "drop", "--url", sim.url) == 0
             await asyncio.wait_for(victim.closed.wait(), 5)
             assert victim.ws.close_code == 1006
-            assert await asyncio.to_thread(run_cli, "simulate-control", "expire-instrument", "--instrument", name,
-                                           "--url", sim.url) == 0
+            assert (
+                await asyncio.to_thread(
+                    run_cli, "simulate-control", "expire-instrument", "--instrument", name, "--url", sim.url
+                )
+                == 0
+            )
             assert name not in sim.market.instruments()
-            assert await asyncio.to_thread(run_cli, "simulate-control", "stall", "--session", "999",
-                                           "--url", sim.url) == 1
+            assert (
+                await asyncio.to_thread(run_cli, "simulate-control", "stall", "--session", "999", "--url", sim.url) == 1
+            )
 
     run(scenario())
     printed = capsys.readouterr().out

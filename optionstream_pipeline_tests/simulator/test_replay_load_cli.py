@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-import orjson
+import msgspec
 import pytest
 
 from optionstream_pipeline.simulator import parse_ws_log
@@ -20,7 +20,7 @@ from optionstream_pipeline_tests.simulator.conftest import RECORDING, RpcClient,
 def recorded_subscription_lines() -> tuple[list[str], list[str]]:
     """(channels the recording subscribed, every recorded subscription frame's exact text, in order)."""
     lines = RECORDING.read_text(encoding="utf-8").splitlines()
-    request = orjson.loads(lines[1].split(": ", 1)[1])
+    request = msgspec.json.decode(lines[1].split(": ", 1)[1])
     frames = [line.split(": ", 1)[1] for line in lines[2:] if '"method":"subscription"' in line]
     return request["params"]["channels"], frames
 
@@ -40,7 +40,7 @@ def test_replay_sends_the_recorded_frames_unchanged_and_in_order(simulator) -> N
     async def scenario() -> None:
         async with RpcClient(sim.url) as client:
             result = await client.result("public/subscribe", {"channels": requested})
-            present = {orjson.loads(f)["params"]["channel"] for f in frames}
+            present = {msgspec.json.decode(f)["params"]["channel"] for f in frames}
             assert set(result) == present and result == [c for c in requested if c in present]
             assert not any(c.startswith("trades.") for c in result)  # none recorded: left out
             await async_wait_until(lambda: len(client.frames) >= 1 + len(frames), 10)
@@ -93,7 +93,7 @@ def test_load_books_stay_valid_and_match_ground_truth() -> None:
     name = source.names()[0]
     snapshot = source._by_name[name].snapshot()
     source._emit({f"book.{name}.raw": {subscriber: None}}, 200, 1_000)
-    messages = [orjson.loads(f)["params"]["data"] for f in subscriber.frames]
+    messages = [msgspec.json.decode(f)["params"]["data"] for f in subscriber.frames]
     assert len(messages) == 50 and all(m["type"] == "change" for m in messages)
     change_id, bids, asks = rebuild([snapshot, *messages])
     truth = source.book(name)
@@ -103,8 +103,21 @@ def test_load_books_stay_valid_and_match_ground_truth() -> None:
 
 @pytest.mark.timeout(30)
 def test_simulate_command_prints_the_url_and_exits_0_on_sigterm(tmp_path) -> None:
-    command = [sys.executable, "-m", "optionstream_pipeline.simulator.cli", "simulate", "--port", "0",
-               "--instruments", "6", "--testnet", "--client-id", "demo", "--client-secret-env", "SIM_TEST_SECRET"]
+    command = [
+        sys.executable,
+        "-m",
+        "optionstream_pipeline.simulator.cli",
+        "simulate",
+        "--port",
+        "0",
+        "--instruments",
+        "6",
+        "--testnet",
+        "--client-id",
+        "demo",
+        "--client-secret-env",
+        "SIM_TEST_SECRET",
+    ]
     env = {**os.environ, "SIM_TEST_SECRET": "from-env"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -114,8 +127,10 @@ def test_simulate_command_prints_the_url_and_exits_0_on_sigterm(tmp_path) -> Non
         async def scenario() -> None:
             async with RpcClient(url) as client:
                 assert (await client.request("public/test"))["testnet"] is True
-                auth = await client.result("public/auth", {"grant_type": "client_credentials", "client_id": "demo",
-                                                           "client_secret": "from-env"})
+                auth = await client.result(
+                    "public/auth",
+                    {"grant_type": "client_credentials", "client_id": "demo", "client_secret": "from-env"},
+                )
                 assert auth["access_token"]
 
         run(scenario())
@@ -130,8 +145,19 @@ def test_simulate_command_prints_the_url_and_exits_0_on_sigterm(tmp_path) -> Non
 @pytest.mark.timeout(40)
 def test_load_mode_sustains_15000_messages_per_second_out_of_process() -> None:
     """The benchmark figure: a separate simulator process, one client, 1,000 books at 15,000 msg/s."""
-    command = [sys.executable, "-m", "optionstream_pipeline.simulator.cli", "simulate", "--port", "0",
-               "--load-instruments", "1000", "--load-rate", "15000", "--no-raw-auth"]
+    command = [
+        sys.executable,
+        "-m",
+        "optionstream_pipeline.simulator.cli",
+        "simulate",
+        "--port",
+        "0",
+        "--load-instruments",
+        "1000",
+        "--load-rate",
+        "15000",
+        "--no-raw-auth",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = process.stdout.readline().strip()

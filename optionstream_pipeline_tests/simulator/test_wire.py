@@ -6,7 +6,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-import orjson
+import msgspec
 
 from optionstream_pipeline.simulator import RateLimits
 from optionstream_pipeline_tests.simulator.conftest import RpcClient, async_wait_until, rebuild, run
@@ -28,8 +28,11 @@ def test_100ms_books_rebuilt_by_a_client_equal_the_ground_truth(simulator) -> No
             sim.market.pause()
             await async_wait_until(sim.market.is_settled, 5)
             finals = {n: sim.market.book(n, "100ms") for n in names}
-            await async_wait_until(lambda: all(client.data(f"book.{n}.100ms")[-1]["change_id"] == finals[n].change_id
-                                               for n in names), 5, "client caught up")
+            await async_wait_until(
+                lambda: all(client.data(f"book.{n}.100ms")[-1]["change_id"] == finals[n].change_id for n in names),
+                5,
+                "client caught up",
+            )
             for name in names:
                 messages = client.data(f"book.{name}.100ms")
                 assert messages[0]["type"] == "snapshot" and "prev_change_id" not in messages[0]
@@ -50,8 +53,9 @@ def test_raw_needs_auth_then_every_event_chains(simulator) -> None:
     async def scenario() -> None:
         async with RpcClient(sim.url) as client:
             assert (await client.request("public/subscribe", {"channels": [channel]}))["error"]["code"] == 13778
-            auth = await client.result("public/auth", {"grant_type": "client_credentials", "client_id": "me",
-                                                       "client_secret": "pw"})
+            auth = await client.result(
+                "public/auth", {"grant_type": "client_credentials", "client_id": "me", "client_secret": "pw"}
+            )
             assert auth["token_type"] == "bearer"
             assert await client.result("public/subscribe", {"channels": [channel]}) == [channel]
             messages = await client.wait_data(channel, 15)
@@ -79,9 +83,23 @@ def test_two_subscribers_get_identical_frames_and_tickers_match_books(simulator)
             assert common[:3] == [f for f in second.frames if '"change"' in f][:3]
             tickers = await first.wait_data(channels[1], 3)
             ticker = tickers[-1]
-            for key in ("best_bid_price", "best_ask_price", "bid_iv", "ask_iv", "mark_iv", "mark_price", "greeks",
-                        "underlying_index", "underlying_price", "index_price", "open_interest", "stats", "state",
-                        "timestamp", "instrument_name"):
+            for key in (
+                "best_bid_price",
+                "best_ask_price",
+                "bid_iv",
+                "ask_iv",
+                "mark_iv",
+                "mark_price",
+                "greeks",
+                "underlying_index",
+                "underlying_price",
+                "index_price",
+                "open_interest",
+                "stats",
+                "state",
+                "timestamp",
+                "instrument_name",
+            ):
                 assert key in ticker
 
     run(scenario())
@@ -95,8 +113,9 @@ def test_protocol_errors_over_the_wire(simulator) -> None:
             await client.ws.send("{broken")
             await async_wait_until(lambda: client.messages, 5)
             assert client.messages[0]["error"]["code"] == -32700 and "id" not in client.messages[0]
-            big = orjson.dumps({"jsonrpc": "2.0", "id": 77, "method": "public/subscribe",
-                                "params": {"channels": ["x" * 40_000]}}).decode()
+            big = msgspec.json.encode(
+                {"jsonrpc": "2.0", "id": 77, "method": "public/subscribe", "params": {"channels": ["x" * 40_000]}}
+            ).decode()
             await client.ws.send(big)
             reply = await async_wait_until(lambda: client.reply(77), 5)
             assert reply["error"]["code"] == -32600
@@ -144,8 +163,13 @@ def test_get_instruments_and_its_own_rate_limit(simulator) -> None:
             params = {"currency": "BTC", "kind": "option", "expired": False}
             instruments = await client.result("public/get_instruments", params)
             assert sorted(i["instrument_name"] for i in instruments) == sorted(sim.market.instruments())
-            assert {"tick_size_steps", "instrument_id", "settlement_period", "creation_timestamp",
-                    "expiration_timestamp"} <= instruments[0].keys()
+            assert {
+                "tick_size_steps",
+                "instrument_id",
+                "settlement_period",
+                "creation_timestamp",
+                "expiration_timestamp",
+            } <= instruments[0].keys()
             await client.result("public/get_instruments", params)
             refused = await client.request("public/get_instruments", params)
             assert refused["error"] == {"message": "too_many_requests", "code": 10028}
@@ -224,8 +248,12 @@ def test_accelerated_lifecycle(simulator) -> None:
     async def scenario() -> None:
         async with RpcClient(sim.url) as client:
             await client.result("public/subscribe", {"channels": ["instrument.state.option.BTC"]})
-            await async_wait_until(lambda: {e["state"] for e in client.data("instrument.state.option.BTC")}
-                                   >= {"closed", "settled", "created"}, 5)
+            await async_wait_until(
+                lambda: (
+                    {e["state"] for e in client.data("instrument.state.option.BTC")} >= {"closed", "settled", "created"}
+                ),
+                5,
+            )
 
     run(scenario())
 

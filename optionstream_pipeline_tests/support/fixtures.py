@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import orjson
+import msgspec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DERIBIT_FIXTURES = Path(os.environ.get("OPTIONSTREAM_FIXTURES", REPO_ROOT.parent / "shared/fixtures/deribit"))
@@ -15,7 +15,7 @@ RECORDING = DERIBIT_FIXTURES / "recorded_mainnet_2021-07-22.ws.log"
 def recorded_frames() -> list[dict]:
     """Every frame received in the real recording, in order (the two header lines left out)."""
     lines = [line for line in RECORDING.read_text().splitlines()[2:] if line.strip()]
-    return [orjson.loads(line.split(": ", 1)[1]) for line in lines]
+    return [msgspec.json.decode(line.split(": ", 1)[1]) for line in lines]
 
 
 def recorded_book_messages() -> list[dict]:

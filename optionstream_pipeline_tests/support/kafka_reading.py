@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 
@@ -52,7 +52,7 @@ class TopicReader:
                 self.records.append(
                     ReadRecord(
                         message.key().decode(),
-                        orjson.loads(message.value()),
+                        msgspec.json.decode(message.value()),
                         message.timestamp()[1],
                         message.partition(),
                         message.offset(),

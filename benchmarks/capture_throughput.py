@@ -1,0 +1,221 @@
+"""Capture cost per message at the full BTC chain, against a bare forwarder measured in the same run.
+
+    python benchmarks/capture_throughput.py [--instruments 1100] [--rates 10000,25000] [--seconds 20]
+
+Setup: the embedded Kafka broker and the simulator's load mode (pre-encoded frames, its own
+process), both on loopback. Each measurement runs in a fresh subprocess so CPU and RSS belong to
+the client alone:
+
+- ``forwarder``: the baseline. Same connections and subscriptions as capture, then for every frame:
+  receive it (websockets) and produce it unchanged to Kafka (same producer settings). No parsing.
+- ``capture``: the real engine with every feature on (continuity check, records, markers,
+  delivery accounting, metrics endpoint, stats).
+
+Reported per run: client CPU µs per message (user + system of the whole process, librdkafka's
+threads included), messages per second sustained, delivery latency p50/p99 (produce -> ack, from
+librdkafka), and peak RSS. Machines here are noisy: the figure that matters is the ratio of capture
+to the forwarder measured in the same run, and each pair alternates order across repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WARMUP_S = 4.0
+PRODUCER_SETTINGS = {"batch_size": 1000, "batch_timeout_ms": 5, "compression_type": "snappy"}
+
+
+# -- the two clients ------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile_ms(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+async def run_forwarder(url: str, bootstrap: str, instruments: list[str], seconds: float) -> dict[str, Any]:
+    """Receive every frame and produce it as it is: the floor any capture client stands on."""
+    from confluent_kafka import Producer
+    from websockets.asyncio.client import connect
+
+    from optionstream_pipeline.capture.protocol import batched, encode_request
+    from optionstream_pipeline.config import settings_from_mapping
+    from optionstream_pipeline.kafka.producer import producer_config
+
+    settings = settings_from_mapping(
+        {"kafka": {"brokers": [bootstrap], "topic": "bench-forwarder", **PRODUCER_SETTINGS}}
+    )
+    latencies: list[float] = []
+    config = producer_config(settings.kafka)
+    config["on_delivery"] = lambda err, msg: latencies.append(msg.latency()) if err is None else None
+    producer = Producer(config)
+    counter = {"messages": 0}
+    topic = settings.kafka.topic
+
+    async def one_connection(names: list[str]) -> None:
+        async with connect(url, compression=None, ping_interval=None, max_queue=1024) as ws:
+            await ws.send(encode_request(1, "public/hello", {"client_name": "bench"}), text=True)
+            for batch in batched([f"book.{n}.100ms" for n in names], 250):
+                await ws.send(encode_request(2, "public/subscribe", {"channels": batch}), text=True)
+            recv, produce = ws.recv, producer.produce
+            while True:
+                frame = await recv(decode=False)
+                produce(topic, frame)
+                counter["messages"] += 1
+
+    async def poll() -> None:
+        while True:
+            producer.poll(0)
+            await asyncio.sleep(0.01)
+
+    shards = [instruments[i : i + 250] for i in range(0, len(instruments), 250)]
+    tasks = [asyncio.create_task(one_connection(names)) for names in shards] + [asyncio.create_task(poll())]
+    await asyncio.sleep(WARMUP_S)
+    result = await measure(lambda: counter["messages"], seconds, latencies)
+    for task in tasks:
+        task.cancel()
+    producer.flush(10)
+    return result
+
+
+async def run_capture(url: str, bootstrap: str, instruments: list[str], seconds: float) -> dict[str, Any]:
+    from optionstream_pipeline.capture.engine import CaptureEngine
+    from optionstream_pipeline.config import settings_from_mapping
+
+    settings = settings_from_mapping(
+        {
+            "deribit": {"websocket_url": url, "instruments": instruments},
+            "kafka": {"brokers": [bootstrap], "topic": "bench-capture", "partitions": 12, **PRODUCER_SETTINGS},
+            "capture": {"metrics": {"port": 0}},
+        }
+    )
+    engine = CaptureEngine(settings, instruments)
+    runner = asyncio.create_task(engine.run())
+    await asyncio.sleep(WARMUP_S)
+    result = await measure(lambda: engine.counters.messages_in, seconds, engine.producer.delivery.latencies_s)
+    stats = engine.stats()
+    result["gaps"] = stats.gaps
+    result["delivery_failed"] = stats.delivery_failed
+    engine.request_stop()
+    await runner
+    return result
+
+
+async def measure(count, seconds: float, latencies) -> dict[str, Any]:
+    latencies.clear()  # only deliveries of the measured window
+    start_messages, start_cpu, start = count(), cpu_s(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    messages, cpu, elapsed = count() - start_messages, cpu_s() - start_cpu, time.perf_counter() - start
+    sample = list(latencies)
+    return {
+        "messages": messages,
+        "msg_per_s": messages / elapsed,
+        "cpu_us_per_msg": cpu / messages * 1e6 if messages else None,
+        "cpu_percent": cpu / elapsed * 100,
+        "p50_ms": percentile_ms(sample, 0.50),
+        "p99_ms": percentile_ms(sample, 0.99),
+        "rss_mb": rss_mb(),
+    }
+
+
+# -- orchestration --------------------------------------------------------------------------------
+
+
+def start_simulator(instruments: int, rate: int) -> tuple[subprocess.Popen, str]:
+    command = [
+        sys.executable, "-m", "optionstream_pipeline.cli", "--log-level", "WARNING", "simulate", "--port", "0",
+        "--no-rate-limits", "--load-instruments", str(instruments), "--load-rate", str(rate),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    line = process.stdout.readline()
+    match = re.search(r"ws://\S+", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"simulator did not print its URL: {line!r}")
+    return process, match.group(0)
+
+
+def run_phase(phase: str, url: str, bootstrap: str, seconds: float) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--phase", phase, "--url", url, "--bootstrap", bootstrap,
+               "--seconds", str(seconds)]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def one_phase(args: argparse.Namespace) -> None:
+    from optionstream_pipeline.capture.instruments import fetch_option_names
+
+    instruments = asyncio.run(fetch_option_names(args.url))
+    runner = run_forwarder if args.phase == "forwarder" else run_capture
+    result = asyncio.run(runner(args.url, args.bootstrap, instruments, args.seconds))
+    result["instruments"] = len(instruments)
+    print(json.dumps(result))
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instruments", type=int, default=1100)
+    parser.add_argument("--rates", default="10000,25000", help="offered messages/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--phase", choices=["forwarder", "capture"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        one_phase(args)
+        return
+
+    from optionstream_pipeline.kafka.broker import EmbeddedBroker
+
+    print(f"# capture vs bare forwarder, {args.instruments} instruments, {args.seconds:.0f} s per run, "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    print("| offered msg/s | client | msg/s sustained | CPU µs/msg | CPU % | p50 ms | p99 ms | RSS MB | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with EmbeddedBroker() as broker:
+        for rate in (int(r) for r in args.rates.split(",")):
+            simulator, url = start_simulator(args.instruments, rate)
+            try:
+                for repetition in range(args.repeat):
+                    order = ["forwarder", "capture"] if repetition % 2 == 0 else ["capture", "forwarder"]
+                    results = {phase: run_phase(phase, url, broker.bootstrap, args.seconds) for phase in order}
+                    base = results["forwarder"]["cpu_us_per_msg"]
+                    for phase in ("forwarder", "capture"):
+                        r = results[phase]
+                        ratio = r["cpu_us_per_msg"] / base if base and r["cpu_us_per_msg"] else None
+                        print(f"| {rate:,} | {phase} | {r['msg_per_s']:,.0f} | {fmt(r['cpu_us_per_msg'], '.2f')} | "
+                              f"{r['cpu_percent']:.0f} | {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | "
+                              f"{r['rss_mb']:.0f} | {fmt(ratio, '.2f')} |", flush=True)  # fmt: skip
+            finally:
+                simulator.terminate()
+                simulator.wait(10)
+
+
+if __name__ == "__main__":
+    main()

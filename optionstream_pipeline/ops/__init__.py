@@ -1,0 +1,1 @@
+"""Ops of the Dagster layer: the long-running capture op."""
