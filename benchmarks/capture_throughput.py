@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -33,6 +34,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WARMUP_S = 4.0
+PARTITIONS = 12
+# linger 5 ms (the shipped config's 100 ms trades latency for batch size); the same for both clients.
 PRODUCER_SETTINGS = {"batch_size": 1000, "batch_timeout_ms": 5, "compression_type": "snappy"}
 
 
@@ -55,35 +58,44 @@ def percentile_ms(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-async def run_forwarder(url: str, bootstrap: str, instruments: list[str], seconds: float) -> dict[str, Any]:
+async def run_forwarder(
+    url: str, bootstrap: str, instruments: list[str], seconds: float, transport_kind: str
+) -> dict[str, Any]:
     """Receive every frame and produce it as it is: the floor any capture client stands on."""
     from confluent_kafka import Producer
-    from websockets.asyncio.client import connect
 
     from optionstream_pipeline.capture.protocol import batched, encode_request
+    from optionstream_pipeline.capture.transport import open_transport
     from optionstream_pipeline.config import settings_from_mapping
+    from optionstream_pipeline.kafka.admin import ensure_topic
     from optionstream_pipeline.kafka.producer import producer_config
 
     settings = settings_from_mapping(
-        {"kafka": {"brokers": [bootstrap], "topic": "bench-forwarder", **PRODUCER_SETTINGS}}
+        {"kafka": {"brokers": [bootstrap], "topic": "bench-forwarded", **PRODUCER_SETTINGS}}
     )
     latencies: list[float] = []
     config = producer_config(settings.kafka)
+    ensure_topic(config, settings.kafka.topic, PARTITIONS, 1)
     config["on_delivery"] = lambda err, msg: latencies.append(msg.latency()) if err is None else None
     producer = Producer(config)
     counter = {"messages": 0}
     topic = settings.kafka.topic
 
+    produce = producer.produce
+
+    def forward(frame: bytes) -> bool:
+        # Spread over the partitions as keyed records are, so Kafka sees the same batch shape.
+        produce(topic, frame, partition=counter["messages"] % PARTITIONS)
+        counter["messages"] += 1
+        return True
+
     async def one_connection(names: list[str]) -> None:
-        async with connect(url, compression=None, ping_interval=None, max_queue=1024) as ws:
-            await ws.send(encode_request(1, "public/hello", {"client_name": "bench"}), text=True)
-            for batch in batched([f"book.{n}.100ms" for n in names], 250):
-                await ws.send(encode_request(2, "public/subscribe", {"channels": batch}), text=True)
-            recv, produce = ws.recv, producer.produce
-            while True:
-                frame = await recv(decode=False)
-                produce(topic, frame)
-                counter["messages"] += 1
+        # The same transport classes capture uses, with the bare forward() as the frame handler.
+        transport = await open_transport(transport_kind, url, forward, asyncio.sleep, 10)
+        transport.send(encode_request(1, "public/hello", {"client_name": "bench"}))
+        for batch in batched([f"book.{n}.100ms" for n in names], 250):
+            transport.send(encode_request(2, "public/subscribe", {"channels": batch}))
+        await transport.wait_closed()
 
     async def poll() -> None:
         while True:
@@ -100,14 +112,16 @@ async def run_forwarder(url: str, bootstrap: str, instruments: list[str], second
     return result
 
 
-async def run_capture(url: str, bootstrap: str, instruments: list[str], seconds: float) -> dict[str, Any]:
+async def run_capture(
+    url: str, bootstrap: str, instruments: list[str], seconds: float, transport_kind: str
+) -> dict[str, Any]:
     from optionstream_pipeline.capture.engine import CaptureEngine
     from optionstream_pipeline.config import settings_from_mapping
 
     settings = settings_from_mapping(
         {
-            "deribit": {"websocket_url": url, "instruments": instruments},
-            "kafka": {"brokers": [bootstrap], "topic": "bench-capture", "partitions": 12, **PRODUCER_SETTINGS},
+            "deribit": {"websocket_url": url, "instruments": instruments, "transport": transport_kind},
+            "kafka": {"brokers": [bootstrap], "topic": "bench-capture", "partitions": PARTITIONS, **PRODUCER_SETTINGS},
             "capture": {"metrics": {"port": 0}},
         }
     )
@@ -157,19 +171,19 @@ def start_simulator(instruments: int, rate: int) -> tuple[subprocess.Popen, str]
     return process, match.group(0)
 
 
-def run_phase(phase: str, url: str, bootstrap: str, seconds: float) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--phase", phase, "--url", url, "--bootstrap", bootstrap,
-               "--seconds", str(seconds)]  # fmt: skip
+def run_phase(phase: str, transport: str, url: str, bootstrap: str, seconds: float) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--phase", phase, "--transport", transport, "--url", url,
+               "--bootstrap", bootstrap, "--seconds", str(seconds)]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
 def one_phase(args: argparse.Namespace) -> None:
-    from optionstream_pipeline.capture.instruments import fetch_option_names
+    from optionstream_pipeline.capture.public_api import fetch_option_names
 
     instruments = asyncio.run(fetch_option_names(args.url))
     runner = run_forwarder if args.phase == "forwarder" else run_capture
-    result = asyncio.run(runner(args.url, args.bootstrap, instruments, args.seconds))
+    result = asyncio.run(runner(args.url, args.bootstrap, instruments, args.seconds, args.transport))
     result["instruments"] = len(instruments)
     print(json.dumps(result))
 
@@ -184,7 +198,9 @@ def main() -> None:
     parser.add_argument("--rates", default="10000,25000", help="offered messages/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--transports", default="websockets,picows", help="WebSocket transports to measure")
     parser.add_argument("--phase", choices=["forwarder", "capture"], help=argparse.SUPPRESS)
+    parser.add_argument("--transport", default="websockets", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -196,22 +212,24 @@ def main() -> None:
 
     print(f"# capture vs bare forwarder, {args.instruments} instruments, {args.seconds:.0f} s per run, "
           f"{os.cpu_count()} cores")  # fmt: skip
-    print("| offered msg/s | client | msg/s sustained | CPU µs/msg | CPU % | p50 ms | p99 ms | RSS MB | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| offered msg/s | transport | client | msg/s sustained | CPU µs/msg | CPU % | p50 ms | p99 ms | RSS MB "
+          "| capture / forwarder |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with EmbeddedBroker() as broker:
         for rate in (int(r) for r in args.rates.split(",")):
             simulator, url = start_simulator(args.instruments, rate)
             try:
-                for repetition in range(args.repeat):
+                for repetition, transport in itertools.product(range(args.repeat), args.transports.split(",")):
                     order = ["forwarder", "capture"] if repetition % 2 == 0 else ["capture", "forwarder"]
-                    results = {phase: run_phase(phase, url, broker.bootstrap, args.seconds) for phase in order}
+                    results = {p: run_phase(p, transport, url, broker.bootstrap, args.seconds) for p in order}
                     base = results["forwarder"]["cpu_us_per_msg"]
                     for phase in ("forwarder", "capture"):
                         r = results[phase]
                         ratio = r["cpu_us_per_msg"] / base if base and r["cpu_us_per_msg"] else None
-                        print(f"| {rate:,} | {phase} | {r['msg_per_s']:,.0f} | {fmt(r['cpu_us_per_msg'], '.2f')} | "
-                              f"{r['cpu_percent']:.0f} | {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | "
-                              f"{r['rss_mb']:.0f} | {fmt(ratio, '.2f')} |", flush=True)  # fmt: skip
+                        cells = [f"{rate:,}", transport, phase, f"{r['msg_per_s']:,.0f}",
+                                 fmt(r["cpu_us_per_msg"], ".2f"), f"{r['cpu_percent']:.0f}", fmt(r["p50_ms"], ".2f"),
+                                 fmt(r["p99_ms"], ".2f"), f"{r['rss_mb']:.0f}", fmt(ratio, ".2f")]  # fmt: skip
+                        print("| " + " | ".join(cells) + " |", flush=True)
             finally:
                 simulator.terminate()
                 simulator.wait(10)

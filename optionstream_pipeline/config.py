@@ -115,6 +115,8 @@ class DeribitSettings:
     instruments: list[str] | Literal["auto"] = field(default="auto")
     # "auto": raw books when API credentials are in the environment, else the public 100ms books.
     book_interval: Literal["auto", "100ms", "agg2", "raw"] = "auto"
+    # The WebSocket library: "websockets" (pure Python) or "picows" (optional extra, far cheaper per frame).
+    transport: Literal["websockets", "picows"] = "websockets"
     channels_per_connection: int = field(
         default=250, metadata=_check(minimum=1, maximum=5_000, doc="book channels per WebSocket connection")
     )
@@ -522,6 +524,12 @@ def _check_orchestration_rules(orchestration: OrchestrationSettings, problems: l
             f"orchestration.heartbeat_stale_s: {orchestration.heartbeat_stale_s} is below 3 observation intervals "
             f"({3 * orchestration.observation_interval_s:g}); allowed: at least 3 x observation_interval_s, "
             "or live runs would be declared dead"
+        )
+    if orchestration.heartbeat_stale_s < orchestration.engine_start_timeout_s:
+        problems.append(
+            f"orchestration.heartbeat_stale_s: {orchestration.heartbeat_stale_s} is below engine_start_timeout_s "
+            f"({orchestration.engine_start_timeout_s}); allowed: at least engine_start_timeout_s, or a run still "
+            "starting its engine would be declared dead"
         )
     if orchestration.max_backoff_s < orchestration.failure_backoff_s:
         problems.append(

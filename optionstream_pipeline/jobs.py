@@ -33,6 +33,7 @@ discovery_job = define_asset_job(
     DISCOVERY_JOB_NAME,
     selection=AssetSelection.assets(UNIVERSE_ASSET_KEY),
     tags={ROLE_TAG: "discovery"},
+    executor_def=in_process_executor,
     description="List Deribit's BTC options and publish the filtered capture universe.",
 )
 
@@ -40,5 +41,6 @@ health_checks_job = define_asset_job(
     HEALTH_CHECKS_JOB_NAME,
     selection=AssetSelection.checks_for_assets(TOPIC_ASSET_KEY),
     tags={ROLE_TAG: "health"},
+    executor_def=in_process_executor,
     description="Evaluate the capture health checks (freshness, gap rate, coverage) from the latest observations.",
 )

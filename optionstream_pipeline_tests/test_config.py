@@ -171,3 +171,92 @@ def test_replace_revalidates() -> None:
 def test_secret_equality_does_not_reveal() -> None:
     assert Secret("a") == Secret("a")
     assert Secret("a") != Secret("b")
+
+
+# --- discovery and orchestration (the Dagster layer's sections) ------------------------------------
+
+
+def test_shipped_config_has_discovery_and_orchestration_sections() -> None:
+    settings = load_settings(REPO_ROOT / "config" / "config.yaml", environ={})
+    assert settings.discovery.schedule_cron == "*/10 * * * *"
+    assert settings.discovery.filters.strike_band == 0.5
+    assert settings.discovery.filters.include is None
+    assert settings.orchestration.observation_interval_s == 5
+    assert settings.orchestration.checks.min_coverage == 1.0
+
+
+def test_auto_instruments_and_null_options(tmp_path: Path) -> None:
+    text = (
+        "deribit:\n  instruments: auto\n"
+        "discovery:\n  filters:\n    strike_band: null\n"
+        "orchestration:\n  recycle_after_s: null\n"
+    )
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.deribit.instruments == "auto"
+    assert settings.discovery.filters.strike_band is None
+    assert settings.orchestration.recycle_after_s is None
+    assert settings.replace(**{"kafka.topic": "t"}).discovery == settings.discovery  # round-trips
+
+
+def test_discovery_filters_from_the_environment(tmp_path: Path) -> None:
+    environ = {
+        "OPTIONSTREAM_DISCOVERY__FILTERS__INCLUDE": "[BTC-26JUN26-100000-C]",
+        "OPTIONSTREAM_DISCOVERY__FILTERS__MAX_INSTRUMENTS": "300",
+    }
+    settings = load_settings(write(tmp_path, "{}\n"), environ=environ)
+    assert settings.discovery.filters.include == ["BTC-26JUN26-100000-C"]
+    assert settings.discovery.filters.max_instruments == 300
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "discovery:\n  schedule_cron: every ten minutes\n",
+            "discovery.schedule_cron: 'every ten minutes' is not allowed; allowed: a 5-field cron string",
+        ),
+        (
+            "discovery:\n  filters:\n    min_days_to_expiry: 30\n    max_days_to_expiry: 7\n",
+            "discovery.filters.max_days_to_expiry: 7.0 is below min_days_to_expiry (30.0)",
+        ),
+        (
+            "discovery:\n  filters:\n    strike_band: 0\n",
+            "discovery.filters.strike_band: 0.0 (float) is out of range; allowed: 0.01 to 100",
+        ),
+        (
+            "discovery:\n  filters:\n    include: [BTC-PERPETUAL]\n",
+            "discovery.filters.include[0]: 'BTC-PERPETUAL' is not a Deribit option name",
+        ),
+        (
+            "discovery:\n  filters:\n    include: [BTC-26JUN26-1000-C]\n    exclude: [BTC-26JUN26-1000-C]\n",
+            "discovery.filters: both included and excluded: BTC-26JUN26-1000-C",
+        ),
+        (
+            "deribit:\n  max_connections: 2\n  channels_per_connection: 100\ndiscovery:\n  filters:\n"
+            "    max_instruments: 500\n",
+            "discovery.filters.max_instruments: 500 is more than the capture can follow (200",
+        ),
+        (
+            "orchestration:\n  observation_interval_s: 30\n  heartbeat_stale_s: 60\n",
+            "orchestration.heartbeat_stale_s: 60.0 is below 3 observation intervals (90)",
+        ),
+        (
+            "orchestration:\n  heartbeat_stale_s: 30\n  engine_start_timeout_s: 60\n",
+            "orchestration.heartbeat_stale_s: 30.0 is below engine_start_timeout_s (60.0)",
+        ),
+        (
+            "orchestration:\n  failure_backoff_s: 600\n  max_backoff_s: 60\n",
+            "orchestration.max_backoff_s: 60.0 is below failure_backoff_s (600.0)",
+        ),
+        (
+            "orchestration:\n  checks:\n    max_gap_rate: 2\n",
+            "orchestration.checks.max_gap_rate: 2.0 (float) is out of range; allowed: 0 to 1",
+        ),
+        (
+            "orchestration:\n  recycle_after_s: 1\n",
+            "orchestration.recycle_after_s: 1.0 (float) is out of range; allowed: 10 to 2592000",
+        ),
+    ],
+)
+def test_each_bad_orchestration_value_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in problems_of(tmp_path, text)

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from optionstream_pipeline import __version__
 from optionstream_pipeline.capture.protocol import (
@@ -31,6 +29,7 @@ from optionstream_pipeline.capture.protocol import (
     rejected_channels,
 )
 from optionstream_pipeline.capture.records import BookData, decode_book_notification, encode_capture_meta
+from optionstream_pipeline.capture.transport import Transport, TransportError, open_transport
 from optionstream_pipeline.config import DeribitSettings, Secret
 from optionstream_pipeline.deribit.protocol import (
     INSTRUMENT_STATE_CHANNEL,
@@ -43,7 +42,8 @@ from optionstream_pipeline.deribit.protocol import (
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.decode
-MAX_FRAME_BYTES_RECEIVED = 16 * 1024 * 1024
+_decode_book = decode_book_notification
+_DecodeError = msgspec.DecodeError
 
 
 class BookSink(Protocol):
@@ -53,6 +53,8 @@ class BookSink(Protocol):
         """Take one book notification; ``False`` asks the connection to wait for :meth:`wait_for_capacity`."""
 
     async def wait_for_capacity(self) -> None: ...
+
+    reading_paused: int  # > 0 while back-pressure holds reading: silence is then ours, not the server's
 
     def on_subscribed(self, instruments: list[str], connection: DeribitConnection) -> None: ...
 
@@ -112,7 +114,7 @@ class DeribitConnection:
         self.connected = False
         self.maintenance = False
         self.last_frame_monotonic = 0.0
-        self._ws: ClientConnection | None = None
+        self._transport: Transport | None = None
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         self._next_id = 1
         self._backoff = Backoff(settings.reconnect)
@@ -143,9 +145,9 @@ class DeribitConnection:
 
     async def stop(self) -> None:
         self._stopping.set()
-        ws = self._ws
-        if ws is not None:
-            await ws.close()
+        transport = self._transport
+        if transport is not None:
+            await transport.close()
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until :meth:`stop`."""
@@ -164,40 +166,37 @@ class DeribitConnection:
     async def _run_session(self) -> str:
         reason = "closed"
         try:
-            async with connect(
+            transport = await open_transport(
+                self.settings.transport,
                 self.settings.websocket_url,
-                compression=None,
-                ping_interval=None,
-                max_size=MAX_FRAME_BYTES_RECEIVED,
-                max_queue=1024,
-                open_timeout=self.settings.request_timeout_s,
-                close_timeout=2,
-                user_agent_header=f"optionstream/{__version__}",
-            ) as ws:
-                self._ws = ws
-                self.last_frame_monotonic = time.monotonic()
-                receiver = asyncio.create_task(self._receive(ws), name=f"deribit-recv-{self.index}")
-                watchdog = asyncio.create_task(self._watchdog(ws), name=f"deribit-watchdog-{self.index}")
-                try:
-                    await self._start_session()
-                    await receiver
-                finally:
-                    watchdog.cancel()
-                    receiver.cancel()
-                    await asyncio.gather(receiver, watchdog, return_exceptions=True)
-                reason = self._close_reason(ws)
-        except ConnectionLost as exc:
-            reason = str(exc)
+                self._on_frame,
+                self.sink.wait_for_capacity,
+                self.settings.request_timeout_s,
+            )
+        except TransportError as exc:
+            return self._end_session(str(exc))
+        self._transport = transport
+        self.last_frame_monotonic = time.monotonic()
+        closed = asyncio.create_task(transport.wait_closed(), name=f"deribit-closed-{self.index}")
+        starter = asyncio.create_task(self._start_session(), name=f"deribit-start-{self.index}")
+        watchdog = asyncio.create_task(self._watchdog(transport), name=f"deribit-watchdog-{self.index}")
+        try:
+            await asyncio.wait({closed, starter}, return_when=asyncio.FIRST_COMPLETED)
+            if starter.done() and starter.exception() is not None:
+                raise starter.exception()
+            reason = await closed
+        except (ConnectionLost, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            transport.abort()
         except RpcError as exc:
             reason = str(exc)
             self._count_error(exc.code)
-        except (OSError, TimeoutError, InvalidURI, InvalidHandshake, WebSocketException) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            transport.abort()
         finally:
-            if self._stopping.is_set():
-                reason = "capture stopped"
-            self._end_session(reason)
-        return reason
+            for task in (starter, watchdog, closed):
+                task.cancel()
+            await asyncio.gather(starter, watchdog, closed, return_exceptions=True)
+        return self._end_session(reason)
 
     async def _start_session(self) -> None:
         counters = self.counters
@@ -228,9 +227,12 @@ class DeribitConnection:
             len(self.rejected),
         )
 
-    def _end_session(self, reason: str) -> None:
+    def _end_session(self, reason: str) -> str:
+        """Forget the session; mark its books stale downstream. Returns the reason, in words."""
+        if self._stopping.is_set():
+            reason = "capture stopped"
         self.connected = False
-        self._ws = None
+        self._transport = None
         for task in self._session_tasks:
             task.cancel()
         self._session_tasks.clear()
@@ -239,6 +241,7 @@ class DeribitConnection:
         self.subscribed.clear()
         if lost:
             self.sink.on_disconnected(lost, self, reason)
+        return reason
 
     def _fail_pending(self, why: str) -> None:
         for method, future in self._pending.values():
@@ -246,56 +249,36 @@ class DeribitConnection:
                 future.set_exception(ConnectionLost(f"{method} unanswered: {why}"))
         self._pending.clear()
 
-    @staticmethod
-    def _close_reason(ws: ClientConnection) -> str:
-        if ws.close_code is None:
-            return "connection dropped"
-        return f"closed by server ({ws.close_code} {ws.close_reason})".strip()
-
     # -- receiving ----------------------------------------------------------------------------
 
-    async def _receive(self, ws: ClientConnection) -> None:
-        """The hot loop: book notifications go straight to the sink, every other frame to :meth:`_on_frame`.
+    def _on_frame(self, frame: bytes) -> bool:
+        """The hot path, called by the transport for every frame; ``False`` asks it to pause reading.
 
         Book frames are decoded by a typed decoder that reads only what capture needs; any frame it
         does not fit (replies, heartbeats, other channels, garbage) fails fast and takes the slow path.
         """
-        recv = ws.recv
-        decode_book = decode_book_notification
-        on_book = self.sink.on_book
-        capture = self.capture_raw
-        clock = time.time_ns
-        monotonic = time.monotonic
+        local_us = time.time_ns() // 1000
+        self.last_frame_monotonic = time.monotonic()
         try:
-            while True:
-                frame = await recv(decode=False)
-                local_us = clock() // 1000
-                self.last_frame_monotonic = monotonic()
-                try:
-                    notification = decode_book(frame)
-                except msgspec.DecodeError:
-                    await self._on_frame(frame)
-                    continue
-                if notification.method == "subscription" and notification.params.channel.startswith("book."):
-                    if not on_book(notification.params.data, local_us, capture):
-                        await self.sink.wait_for_capacity()
-                else:
-                    await self._on_frame(frame)
-        except WebSocketException:
-            return
-        finally:
-            self._fail_pending("connection closed")
+            notification = _decode_book(frame)
+        except _DecodeError:
+            self._on_other_frame(frame)
+            return True
+        if notification.method == "subscription" and notification.params.channel.startswith("book."):
+            return self.sink.on_book(notification.params.data, local_us, self.capture_raw)
+        self._on_other_frame(frame)
+        return True
 
-    async def _on_frame(self, frame: bytes) -> None:
+    def _on_other_frame(self, frame: bytes) -> None:
         try:
             message = _decode(frame)
             if not isinstance(message, dict):
                 raise TypeError(f"a JSON {type(message).__name__}, not an object")
-            await self._on_control(message)
+            self._on_control(message)
         except (msgspec.DecodeError, AttributeError, KeyError, TypeError) as exc:
             self.sink.on_malformed(frame, f"{type(exc).__name__}: {exc}", self)
 
-    async def _on_control(self, message: dict[str, Any]) -> None:
+    def _on_control(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         if request_id is not None:
             self._resolve(request_id, message)
@@ -303,7 +286,7 @@ class DeribitConnection:
         method = message.get("method")
         if method == "heartbeat":
             if message["params"].get("type") == "test_request":
-                await self._send(encode_request(self._take_id(), "public/test"))
+                self._send(encode_request(self._take_id(), "public/test"))
                 self.counters.heartbeats_answered += 1
             return
         if method == "subscription":
@@ -356,7 +339,7 @@ class DeribitConnection:
         request_id = self._take_id()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (method, future)
-        await self._send(encode_request(request_id, method, params))
+        self._send(encode_request(request_id, method, params))
         try:
             return await asyncio.wait_for(future, timeout=self.settings.request_timeout_s)
         except TimeoutError:
@@ -379,11 +362,11 @@ class DeribitConnection:
                 log.warning("connection %d: %s; retrying in %.2f s", self.index, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _send(self, frame: bytes) -> None:
-        ws = self._ws
-        if ws is None:
+    def _send(self, frame: bytes) -> None:
+        transport = self._transport
+        if transport is None:
             raise ConnectionLost("not connected")
-        await ws.send(frame, text=True)
+        transport.send(frame)
 
     def _take_id(self) -> int:
         self._next_id += 1
@@ -433,28 +416,31 @@ class DeribitConnection:
         error = task.exception()
         if error is not None and not isinstance(error, ConnectionLost):
             log.error("connection %d: subscription change failed: %s", self.index, error)
-            ws = self._ws
-            if ws is not None:  # the subscription set is now uncertain: start over
-                ws.transport.abort()
+            transport = self._transport
+            if transport is not None:  # the subscription set is now uncertain: start over
+                transport.abort()
 
     # -- liveness -----------------------------------------------------------------------------
 
-    async def _watchdog(self, ws: ClientConnection) -> None:
+    async def _watchdog(self, transport: Transport) -> None:
         """Probe a silent connection with ``public/test``, and drop it when it stays silent."""
         stale_after = self.settings.stale_after_s
         probe_after = stale_after / 2
         probed = False
         while True:
             await asyncio.sleep(min(1.0, probe_after / 2))
+            if self.sink.reading_paused:
+                self.last_frame_monotonic = time.monotonic()
+                continue
             silent_for = time.monotonic() - self.last_frame_monotonic
             if silent_for >= stale_after:
                 self.counters.stale_disconnects += 1
                 log.warning("connection %d: no frame for %.1f s; dropping it", self.index, silent_for)
-                ws.transport.abort()
+                transport.abort()
                 return
             if silent_for >= probe_after and not probed:
                 probed = True
-                await self._send(encode_request(self._take_id(), "public/test"))
+                self._send(encode_request(self._take_id(), "public/test"))
             elif silent_for < probe_after:
                 probed = False
 

@@ -78,9 +78,11 @@ class CaptureEngine:
         self._credentials = settings.deribit_credentials()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
+        self._stop_requested = False
         self._producer: RecordProducer | None = None
         self.ready = threading.Event()
         self.final_undelivered: int | None = None
+        self.reading_paused = 0  # connections currently held by back-pressure
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
 
@@ -89,7 +91,8 @@ class CaptureEngine:
     async def run(self) -> None:
         """Serve until :meth:`request_stop`; then close the connections and flush within the bound."""
         self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        if self._stop_requested:  # a stop that came before the loop existed
+            self._stop.set()
         kafka = self.settings.kafka
         config = producer_config(kafka, self.settings.kafka_sasl_password())
         await asyncio.to_thread(ensure_topic, config, kafka.topic, kafka.partitions, kafka.replication_factor)
@@ -122,11 +125,11 @@ class CaptureEngine:
             await self._shutdown(background)
 
     def request_stop(self) -> None:
-        """Thread-safe: ask :meth:`run` to finish."""
+        """Thread-safe, and safe before :meth:`run` starts: ask :meth:`run` to finish."""
+        self._stop_requested = True
         loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        loop.call_soon_threadsafe(self._stop.set)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop.set)
 
     async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
         for connection in self._connections:
@@ -199,7 +202,9 @@ class CaptureEngine:
             except Exception as exc:  # a bad universe file must not stop capture
                 log.error("instrument source failed, keeping the current universe: %s", exc)
                 continue
-            if wanted and wanted != self.instruments:
+            if wanted != self.instruments:
+                if not wanted:
+                    log.warning("the instrument source is empty: following no instrument")
                 self._apply_instruments(wanted)
 
     # -- the hot path (BookSink) --------------------------------------------------------------
@@ -253,8 +258,12 @@ class CaptureEngine:
         """Back-pressure: hold the reading connection until the producer queue has room."""
         producer = self._producer
         self.counters.backpressure_pauses += 1
-        while not producer.drain(0):
-            await asyncio.sleep(BACKPRESSURE_POLL_S)
+        self.reading_paused += 1
+        try:
+            while not producer.drain(0):
+                await asyncio.sleep(BACKPRESSURE_POLL_S)
+        finally:
+            self.reading_paused -= 1
 
     async def _log_stats(self) -> None:
         """One structured line per interval, for log pipelines (the terminal gets a status line)."""

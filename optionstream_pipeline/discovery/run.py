@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from optionstream_pipeline.capture.instruments import fetch_instruments
+from optionstream_pipeline.capture.public_api import fetch_instruments
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.discovery.filters import Listing, parse_listing, select_instruments
 from optionstream_pipeline.discovery.store import UniverseChange, UniverseStore
@@ -39,7 +39,7 @@ class DiscoveryReport:
 async def fetch_listings(settings: Settings) -> tuple[list[Listing], int, float | None, str]:
     """(listings, objects that could not be parsed, underlying price, its source)."""
     deribit, timeout = settings.deribit, settings.discovery.fetch_timeout_s
-    objects = await asyncio.wait_for(fetch_instruments(deribit.websocket_url, deribit.currency, timeout), timeout)
+    objects = await fetch_instruments(deribit.websocket_url, deribit.currency, timeout)
     parsed = [parse_listing(item) for item in objects]
     listings = [listing for listing in parsed if listing is not None]
     price, source = await underlying_price(deribit.websocket_url, deribit.currency, listings, timeout)

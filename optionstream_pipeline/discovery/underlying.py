@@ -8,37 +8,17 @@ strikes around the money. The caller records which source was used.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import statistics
 from collections.abc import Sequence
 
-import orjson
-from websockets.asyncio.client import connect
-
-from optionstream_pipeline.capture.protocol import encode_request, error_from_reply
+from optionstream_pipeline.capture.public_api import fetch_index_price
 from optionstream_pipeline.discovery.filters import Listing
 
 log = logging.getLogger(__name__)
 
 INDEX_SOURCE = "index price (public/get_index_price)"
 ESTIMATED_SOURCE = "estimated: middle strike of the nearest expiry"
-
-
-async def fetch_index_price(url: str, index_name: str = "btc_usd", timeout_s: float = 10.0) -> float:
-    """The current index price from Deribit; raises on an error reply or a timeout."""
-    async with (
-        asyncio.timeout(timeout_s),
-        connect(url, compression=None, open_timeout=timeout_s, ping_interval=None) as ws,
-    ):
-        await ws.send(encode_request(1, "public/get_index_price", {"index_name": index_name}), text=True)
-        while True:
-            reply = orjson.loads(await ws.recv(decode=False))
-            if reply.get("id") == 1:
-                break
-    if "error" in reply:
-        raise error_from_reply(reply, "public/get_index_price")
-    return float(reply["result"]["index_price"])
 
 
 def estimate_from_strikes(listings: Sequence[Listing]) -> float | None:

@@ -101,8 +101,6 @@ class RecordProducer:
         self.delivery = DeliveryStats()
         self.stats = ProducerStats()
         self.produced = 0
-        self.produced_bytes = 0
-        self.backpressure_waits = 0
         self._overflow: deque[tuple[str, bytes, int]] = deque()
         self._on_delivery_failure = on_delivery_failure
         self._stats_lock = threading.Lock()
@@ -125,10 +123,8 @@ class RecordProducer:
             self._produce(self.topic, value, key, timestamp=timestamp_ms)
         except BufferError:
             self._overflow.append((key, value, timestamp_ms))
-            self.backpressure_waits += 1
             return False
         self.produced += 1
-        self.produced_bytes += len(value)
         return True
 
     def drain(self, timeout_s: float = 0.0) -> bool:
@@ -143,7 +139,6 @@ class RecordProducer:
                 return False
             overflow.popleft()
             self.produced += 1
-            self.produced_bytes += len(value)
         return True
 
     @property

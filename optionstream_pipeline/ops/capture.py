@@ -70,12 +70,24 @@ def _watch(context: OpExecutionContext, engine: CaptureEngine, runner: EngineThr
         after = engine.stats()
         _observe(context, after, before, set(engine.instruments), settings.kafka.topic)
         before = after
+        _stop_if_declared_dead(context)
         if recycle_at is not None and time.monotonic() >= recycle_at:
             context.log.info(
                 f"recycling after {orchestration.recycle_after_s:g} s; the supervisor starts a fresh run"
             )
             return
         _sleep(orchestration.observation_interval_s, runner)
+
+
+def _stop_if_declared_dead(context: OpExecutionContext) -> None:
+    """A run the supervisor marked failed (its heartbeat looked stale) must not keep capturing next
+    to its replacement: two captures would double every record and every Deribit connection."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    if run is not None and run.is_finished:
+        raise Failure(
+            description=f"this run was marked {run.status.value} while still capturing (by the capture "
+            "supervisor after a stale heartbeat?); stopping so that only its replacement captures"
+        )
 
 
 def _observe(

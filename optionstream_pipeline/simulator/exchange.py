@@ -161,6 +161,9 @@ class DataSource(Protocol):
     def instruments_json(self, currency: str, expired: bool) -> list[dict]:
         """``get_instruments`` result for options of ``currency``."""
 
+    def index_price(self) -> float | None:
+        """The BTC index (``btc_usd``) now, or ``None`` when the source has none."""
+
 
 class MarketSource:
     """The normal data source: :class:`Market` books and tickers on ``100ms`` and ``raw`` channels."""
@@ -212,6 +215,9 @@ class MarketSource:
     def instruments_json(self, currency: str, expired: bool) -> list[dict]:
         return self.market.instruments_json(expired) if currency in ("BTC", "any") else []
 
+    def index_price(self) -> float | None:
+        return round(self.market.underlying, 2)
+
 
 class Exchange:
     """All sessions, the channel -> subscribers map and the request handlers."""
@@ -236,6 +242,7 @@ class Exchange:
             "public/unsubscribe": self._unsubscribe,
             "public/unsubscribe_all": self._unsubscribe_all,
             "public/get_instruments": self._get_instruments,
+            "public/get_index_price": self._get_index_price,
             "public/auth": self._auth,
         }
         self.control_handlers: dict[str, Any] = {}
@@ -420,6 +427,12 @@ class Exchange:
             return []
         expired = params.get("expired", False) in (True, "true")
         return self.source.instruments_json(currency, expired)
+
+    def _get_index_price(self, session: Session, params: dict, now_s: float) -> dict:
+        price = self.source.index_price() if params.get("index_name") == "btc_usd" else None
+        if price is None:
+            raise RpcError(ErrorCode.INVALID_PARAMS, data={"param": "index_name", "reason": "wrong format"})
+        return {"index_price": price, "estimated_delivery_price": price}
 
     def _auth(self, session: Session, params: dict, now_s: float) -> dict:
         grant = params.get("grant_type")

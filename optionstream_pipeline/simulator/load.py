@@ -18,6 +18,7 @@ from optionstream_pipeline.simulator.market import BookState
 from optionstream_pipeline.simulator.universe import Universe, UniverseSettings
 
 LEVELS = 5
+LOAD_UNDERLYING = 100_000.0
 INTERVALS = ("100ms", "raw")
 _PREV = b',"prev_change_id":'
 
@@ -107,7 +108,7 @@ class LoadSource:
         self.raw_requires_auth = raw_requires_auth
         self.rate = float(rate)
         self.universe = Universe(UniverseSettings(max_instruments=instruments))
-        self.universe.populate(now_s, 100_000.0)
+        self.universe.populate(now_s, LOAD_UNDERLYING)
         names = list(self.universe.live)
         self._change_id = first_change_id
         self.books = [_LoadBook(name, i, first_change_id - i, int(now_s * 1000)) for i, name in enumerate(names)]
@@ -183,6 +184,9 @@ class LoadSource:
 
     def instruments_json(self, currency: str, expired: bool) -> list[dict]:
         return self.universe.instruments_json(expired) if currency in ("BTC", "any") else []
+
+    def index_price(self) -> float | None:
+        return LOAD_UNDERLYING
 
 
 async def measure_throughput(url: str, seconds: float = 5.0, interval: str = "100ms", batch: int = 200) -> dict:

@@ -129,6 +129,9 @@ class ReplaySource:
         cursor = self._cursors.get(session)
         return cursor is not None and cursor.position >= len(self._frames)
 
+    def index_price(self) -> float | None:
+        return None  # the recording has tickers, not the index itself
+
     def instruments_json(self, currency: str, expired: bool) -> list[dict]:
         """Instrument objects for the options named in the recording's channels."""
         if expired:

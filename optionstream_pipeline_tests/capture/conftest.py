@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,11 +25,16 @@ from optionstream_pipeline_tests.support.waiting import wait_until
 SCHEMA = json.loads(resources.files("optionstream_pipeline.schemas").joinpath("book-record.schema.json").read_text())
 
 
+# Every capture test runs on the default transport; set this to "picows" to run them all on it.
+TRANSPORT = os.environ.get("OPTIONSTREAM_TEST_TRANSPORT", "websockets")
+
+
 def capture_settings(url: str, bootstrap: str, topic: str, **overrides: Any) -> Settings:
     """Settings for a test capture: fast reconnects, no fixed metrics port, low linger."""
     data: dict[str, Any] = {
         "deribit": {
             "websocket_url": url,
+            "transport": TRANSPORT,
             "reconnect": {"initial_backoff_ms": 50, "max_backoff_ms": 500, "jitter": 0.1},
             "stale_after_s": 5,
         },

@@ -65,3 +65,26 @@ def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) ->
         ids = [r["change_id"] for r in stream if r["type"] in ("snapshot", "change")]
         assert ids == sorted(ids), f"{name} out of order"
     check_books_against_truth(records, sim)  # strict: every change continues the one before
+
+
+def test_a_full_producer_queue_pauses_reading_instead_of_dropping(simulator, proxied_broker) -> None:
+    proxy, bootstrap = proxied_broker
+    topic = "backpressure-books"
+    sim = simulator(max_instruments=16, events_per_second=400)
+    instruments = sim.market.instruments()[:12]
+    settings = capture_settings(sim.url, bootstrap, topic, **{"kafka.queue_max_messages": 1000})
+    with running_capture(settings, instruments) as capture:
+        engine = capture.engine
+        wait_subscribed(capture, len(instruments))
+        wait_until(lambda: engine.stats().delivered >= 100, 20, message="deliveries before the outage")
+        proxy.block()
+        wait_until(lambda: engine.stats().backpressure_pauses >= 1, 30, message="the full queue paused reading")
+        paused = engine.stats()
+        assert paused.waiting_in_overflow <= 2  # reading stopped: at most the frame in hand waits
+        proxy.unblock()
+        sim.market.pause()
+        with TopicReader(bootstrap, topic) as reader:
+            records = settle_and_read(sim, reader, instruments, timeout=60)
+        final = capture.stop()
+    assert final.delivery_failed == 0 and final.gaps == 0
+    check_books_against_truth(records, sim)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from optionstream_pipeline_tests.capture.conftest import (
     by_instrument,
     capture_settings,
@@ -15,10 +17,11 @@ from optionstream_pipeline_tests.support.kafka_reading import TopicReader
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 
-def test_every_book_rebuilt_from_kafka_equals_the_truth(simulator, kafka_bootstrap, kafka_topic) -> None:
+@pytest.mark.parametrize("transport", ["websockets", "picows"])
+def test_every_book_rebuilt_from_kafka_equals_the_truth(simulator, kafka_bootstrap, kafka_topic, transport) -> None:
     sim = simulator(max_instruments=40, events_per_second=400)
     instruments = sim.market.instruments()[:24]
-    settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
+    settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic, **{"deribit.transport": transport})
     with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         wait_until(lambda: capture.engine.stats().delivered >= 1500, 30, message="1500 records delivered")

@@ -26,7 +26,7 @@ TABLE_ROWS = 50
     "current.json (read by the running capture within seconds) and a Parquet history of every run.",
 )
 def btc_option_universe(context: AssetExecutionContext, optionstream: OptionStreamSettings) -> MaterializeResult:
-    report = discover(optionstream.settings(), run_id=context.run_id)
+    report = discover(optionstream.settings(), run_id=context.run.run_id)
     change = report.change
     context.log.info(
         f"universe: {len(change.universe)} of {report.listed} listed; +{len(change.added)} added, "

@@ -1,0 +1,207 @@
+"""WebSocket transports: the only code that knows which WebSocket library carries the frames.
+
+A transport delivers every received text frame, synchronously and in order, to one handler
+``on_frame(frame: bytes) -> bool``; ``False`` means "the sink is full": the transport stops reading
+until the awaitable from ``wait_for_capacity`` completes, so back-pressure reaches TCP instead of
+memory. Sending is synchronous (queued on the socket), which keeps the session logic free of
+awaits on the hot path.
+
+Two implementations, chosen by ``deribit.transport``:
+
+- ``websockets`` (default): the pure-Python reference library.
+- ``picows`` (optional extra ``optionstream[picows]``): a Cython WebSocket client whose per-frame
+  cost is a fraction of websockets'; see ``docs/benchmarks.md`` for both measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from optionstream_pipeline import __version__
+
+FrameHandler = Callable[[bytes], bool]
+CapacityWaiter = Callable[[], Awaitable[None]]
+MAX_FRAME_BYTES_RECEIVED = 16 * 1024 * 1024
+TRANSPORTS = ("websockets", "picows")
+
+
+class TransportError(ConnectionError):
+    """The WebSocket could not be opened or broke; the message says how."""
+
+
+class Transport(Protocol):
+    def send(self, frame: bytes) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the TCP connection now (no close handshake): for a connection that went silent."""
+
+    async def close(self) -> None:
+        """Close politely (close handshake, bounded)."""
+
+    async def wait_closed(self) -> str:
+        """Wait until the connection is gone; return why, in words."""
+
+
+async def open_transport(
+    kind: str, url: str, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter, open_timeout_s: float
+) -> Transport:
+    if kind == "picows":
+        return await PicowsTransport.open(url, on_frame, wait_for_capacity, open_timeout_s)
+    return await WebsocketsTransport.open(url, on_frame, wait_for_capacity, open_timeout_s)
+
+
+class WebsocketsTransport:
+    def __init__(self, ws: ClientConnection, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter) -> None:
+        self._ws = ws
+        self._on_frame = on_frame
+        self._wait_for_capacity = wait_for_capacity
+        self._sends: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.create_task(self._read(), name="websocket-read")
+
+    @classmethod
+    async def open(
+        cls, url: str, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter, open_timeout_s: float
+    ) -> WebsocketsTransport:
+        try:
+            ws = await connect(
+                url,
+                compression=None,
+                ping_interval=None,
+                max_size=MAX_FRAME_BYTES_RECEIVED,
+                max_queue=1024,
+                open_timeout=open_timeout_s,
+                close_timeout=2,
+                user_agent_header=f"optionstream/{__version__}",
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        return cls(ws, on_frame, wait_for_capacity)
+
+    async def _read(self) -> None:
+        recv, on_frame = self._ws.recv, self._on_frame
+        with contextlib.suppress(WebSocketException):
+            while True:
+                if not on_frame(await recv(decode=False)):
+                    await self._wait_for_capacity()
+
+    def send(self, frame: bytes) -> None:
+        task = asyncio.create_task(self._ws.send(frame, text=True))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    def abort(self) -> None:
+        self._ws.transport.abort()
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    async def wait_closed(self) -> str:
+        await asyncio.shield(self._reader)
+        ws = self._ws
+        if ws.close_code is None or ws.close_code == 1006:
+            return "connection dropped"
+        return f"closed by server ({ws.close_code} {ws.close_reason})".strip()
+
+
+class PicowsTransport:
+    """picows delivers frames through a listener callback; fragmented messages are reassembled here."""
+
+    def __init__(self) -> None:
+        self._transport: Any = None
+        self._parts: list[bytes] = []
+        self._close_reason = "connection dropped"
+        self._paused = False
+
+    @classmethod
+    async def open(
+        cls, url: str, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter, open_timeout_s: float
+    ) -> PicowsTransport:
+        try:
+            from picows import WSError, ws_connect
+        except ImportError:
+            raise TransportError("deribit.transport is 'picows' but picows is not installed: "
+                                 "pip install 'optionstream[picows]'") from None  # fmt: skip
+        self = cls()
+        listener_class = _picows_listener_class()
+        ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
+        try:
+            transport, _listener = await asyncio.wait_for(
+                ws_connect(
+                    lambda: listener_class(self, on_frame, wait_for_capacity),
+                    url,
+                    ssl_context=ssl_context,
+                    websocket_handshake_timeout=open_timeout_s,
+                    max_frame_size=MAX_FRAME_BYTES_RECEIVED,
+                ),
+                open_timeout_s,
+            )
+        except (OSError, TimeoutError, WSError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        self._transport = transport
+        return self
+
+    def send(self, frame: bytes) -> None:
+        from picows import WSMsgType
+
+        self._transport.send(WSMsgType.TEXT, frame)
+
+    def abort(self) -> None:
+        self._transport.disconnect(graceful=False)
+
+    async def close(self) -> None:
+        from picows import WSCloseCode
+
+        self._transport.send_close(WSCloseCode.OK)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._transport.wait_disconnected(), 2)
+        self._transport.disconnect()
+
+    async def wait_closed(self) -> str:
+        await self._transport.wait_disconnected()
+        return self._close_reason
+
+
+def _picows_listener_class() -> type:
+    """Defined lazily so that picows stays an optional dependency."""
+    from picows import WSListener, WSMsgType
+
+    class Listener(WSListener):  # type: ignore[misc, valid-type]
+        def __init__(self, owner: PicowsTransport, on_frame: FrameHandler, wait: CapacityWaiter) -> None:
+            super().__init__()
+            self._owner, self._on_frame, self._wait = owner, on_frame, wait
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            kind = frame.msg_type
+            if kind == WSMsgType.TEXT:
+                if frame.fin:
+                    self._deliver(transport, frame.get_payload_as_bytes())
+                else:
+                    self._owner._parts = [frame.get_payload_as_bytes()]
+            elif kind == WSMsgType.CONTINUATION:
+                self._owner._parts.append(frame.get_payload_as_bytes())
+                if frame.fin:
+                    self._deliver(transport, b"".join(self._owner._parts))
+                    self._owner._parts = []
+            elif kind == WSMsgType.CLOSE:
+                code = frame.get_close_code()
+                self._owner._close_reason = f"closed by server ({int(code)} {frame.get_close_message() or ''})".strip()
+                transport.send_close(code)
+                transport.disconnect()
+
+        def _deliver(self, transport: Any, payload: bytes) -> None:
+            if not self._on_frame(payload):
+                transport.underlying_transport.pause_reading()
+                asyncio.get_running_loop().create_task(self._resume_when_ready(transport))
+
+        async def _resume_when_ready(self, transport: Any) -> None:
+            await self._wait()
+            transport.underlying_transport.resume_reading()
+
+    return Listener
