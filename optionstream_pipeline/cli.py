@@ -15,7 +15,8 @@ from optionstream_pipeline import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from optionstream_pipeline import config
+    from optionstream_pipeline import config, demo
+    from optionstream_pipeline.capture import cli as capture_cli
     from optionstream_pipeline.kafka import broker
     from optionstream_pipeline.simulator import cli as simulator_cli
 
@@ -26,25 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optionstream {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (config, simulator_cli, broker):
+    for module in (demo, capture_cli, simulator_cli, broker, config):
         module.add_parser(subparsers)
-    for optional in _optional_modules():
-        optional.add_parser(subparsers)
     return parser
-
-
-def _optional_modules() -> list:
-    """Sub-commands of capabilities that arrive in later steps of the build."""
-    import importlib
-
-    modules = []
-    for name in ("optionstream_pipeline.capture.cli", "optionstream_pipeline.demo"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:

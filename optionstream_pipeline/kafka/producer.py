@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,19 +89,13 @@ class ProducerStats:
 class RecordProducer:
     """Produces keyed, timestamped records to one topic, in order, without dropping any."""
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        sasl_password: Secret | None = None,
-        on_delivery_failure: Callable[[str, KafkaError], None] | None = None,
-    ) -> None:
+    def __init__(self, kafka: KafkaSettings, sasl_password: Secret | None = None) -> None:
         self.topic = kafka.topic
         self.flush_timeout_s = kafka.flush_timeout_s
         self.delivery = DeliveryStats()
         self.stats = ProducerStats()
         self.produced = 0
         self._overflow: deque[tuple[str, bytes, int]] = deque()
-        self._on_delivery_failure = on_delivery_failure
         self._stats_lock = threading.Lock()
         config = producer_config(kafka, sasl_password)
         config["on_delivery"] = self._on_delivery
@@ -189,8 +182,6 @@ class RecordProducer:
         key = message.key().decode() if message.key() else ""
         if delivery.failed <= 10 or delivery.failed % 1000 == 0:
             log.error("Kafka delivery failed for %s (%d failed so far): %s", key, delivery.failed, error.str())
-        if self._on_delivery_failure is not None:
-            self._on_delivery_failure(key, error)
 
     def _on_stats(self, stats_json: str) -> None:
         stats = msgspec.json.decode(stats_json)
