@@ -157,6 +157,9 @@ class KafkaSettings:
         default=1_000_000, metadata=_check(minimum=1_000, maximum=10_000_000, doc="local producer queue")
     )
     flush_timeout_s: float = field(default=15.0, metadata=_check(minimum=0.1, maximum=600))
+    admin_timeout_s: float = field(
+        default=10.0, metadata=_check(minimum=0.5, maximum=300, doc="bound on reaching the brokers at start")
+    )
     sasl_password_env: str = "KAFKA_SASL_PASSWORD"
     librdkafka: dict[str, str | int | float | bool] = field(default_factory=dict)
 

@@ -42,6 +42,7 @@ from optionstream_pipeline.deribit.protocol import (
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.decode
+HEALTHY_SESSION_S = 30.0  # a session that lasted this long resets the reconnect backoff
 _decode_book = decode_book_notification
 _DecodeError = msgspec.DecodeError
 
@@ -152,9 +153,12 @@ class DeribitConnection:
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until :meth:`stop`."""
         while not self._stopping.is_set():
+            began = time.monotonic()
             reason = await self._run_session()
             if self._stopping.is_set():
                 break
+            if time.monotonic() - began >= HEALTHY_SESSION_S:
+                self._backoff.reset()  # a flapping server keeps backing off; a long healthy session starts over
             delay = self._backoff.next_delay_s()
             log.warning("connection %d lost (%s); reconnecting in %.2f s", self.index, reason, delay)
             self.counters.last_error = reason
@@ -192,6 +196,10 @@ class DeribitConnection:
             reason = str(exc)
             self._count_error(exc.code)
             transport.abort()
+        except Exception as exc:  # a bug must cost one session, not the shard for good
+            log.exception("connection %d: session failed", self.index)
+            reason = f"{type(exc).__name__}: {exc}"
+            transport.abort()
         finally:
             for task in (starter, watchdog, closed):
                 task.cancel()
@@ -219,7 +227,6 @@ class DeribitConnection:
         extra = [PLATFORM_STATE_CHANNEL] + ([INSTRUMENT_STATE_CHANNEL] if self.follow_instrument_state else [])
         await self._request_with_retry("public/subscribe", {"channels": extra})
         await self._subscribe(sorted(self.instruments))
-        self._backoff.reset()
         log.info(
             "connection %d: %d book channels subscribed, %d rejected",
             self.index,

@@ -94,19 +94,20 @@ class CaptureEngine:
         if self._stop_requested:  # a stop that came before the loop existed
             self._stop.set()
         kafka = self.settings.kafka
-        config = producer_config(kafka, self.settings.kafka_sasl_password())
-        await asyncio.to_thread(ensure_topic, config, kafka.topic, kafka.partitions, kafka.replication_factor)
-        self._producer = RecordProducer(kafka, self.settings.kafka_sasl_password())
+        password = self.settings.kafka_sasl_password()
+        config = producer_config(kafka, password)
+        await asyncio.to_thread(
+            ensure_topic, config, kafka.topic, kafka.partitions, kafka.replication_factor, kafka.admin_timeout_s
+        )
+        self._producer = RecordProducer(kafka, password)
         background = [
             asyncio.create_task(self._poll_producer(), name="kafka-poll"),
             asyncio.create_task(self._log_stats(), name="stats-log"),
         ]
-        metrics = self.settings.capture.metrics
-        if metrics.enabled:
-            self._metrics_server, self.metrics_port = serve_metrics(metrics.host, metrics.port, self.stats)
         if self._source is not None:
             background.append(asyncio.create_task(self._follow_source(), name="instrument-source"))
         try:
+            self._start_metrics()
             initial = set(self._initial)
             if self._source is not None:
                 initial |= set(await asyncio.to_thread(self._source))
@@ -124,6 +125,18 @@ class CaptureEngine:
         finally:
             await self._shutdown(background)
 
+    def _start_metrics(self) -> None:
+        metrics = self.settings.capture.metrics
+        if not metrics.enabled:
+            return
+        try:
+            self._metrics_server, self.metrics_port = serve_metrics(metrics.host, metrics.port, self.stats)
+        except OSError as exc:
+            raise OSError(
+                f"capture.metrics: cannot listen on {metrics.host}:{metrics.port} ({exc.strerror}); "
+                "choose another port, 0 for a free one, or set capture.metrics.enabled: false"
+            ) from exc
+
     def request_stop(self) -> None:
         """Thread-safe, and safe before :meth:`run` starts: ask :meth:`run` to finish."""
         self._stop_requested = True
@@ -132,8 +145,7 @@ class CaptureEngine:
             loop.call_soon_threadsafe(self._stop.set)
 
     async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
-        for connection in self._connections:
-            await connection.stop()
+        await asyncio.gather(*(connection.stop() for connection in self._connections), return_exceptions=True)
         await asyncio.gather(*self._connection_tasks, return_exceptions=True)
         for task in background:
             task.cancel()

@@ -7,9 +7,10 @@ markers make the book unusable until the next snapshot; ``unsubscribed`` removes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from optionstream_pipeline.deribit.books import apply_levels
 
 
 class ContinuityError(ValueError):
@@ -33,14 +34,6 @@ class OrderBook:
 
     def levels(self) -> tuple[dict[float, float], dict[float, float]]:
         return dict(self.bids), dict(self.asks)
-
-
-def apply_levels(side: dict[float, float], levels: Iterable[list[Any]]) -> None:
-    for action, price, amount in levels:
-        if action == "delete":
-            side.pop(price, None)
-        else:
-            side[price] = amount
 
 
 class BookBuilder:

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
 
+from optionstream_pipeline.deribit.books import apply_levels
 from optionstream_pipeline.deribit.instruments import tick_size_at
 from optionstream_pipeline.simulator.universe import Instrument, InstrumentEvent, Universe, UniverseSettings
 
@@ -98,22 +99,13 @@ def diff_side(old: dict[float, float], new: dict[float, float], descending: bool
     return actions
 
 
-def apply_side(levels: dict[float, float], actions: list[list]) -> None:
-    """Apply ``[action, price, amount]`` entries of a book message to one side, in place."""
-    for action, price, amount in actions:
-        if action == "delete":
-            levels.pop(price, None)
-        else:
-            levels[price] = amount
-
-
 def apply_book_message(state: BookState | None, data: dict) -> BookState:
     """The book after one ``book.*`` message's ``data`` (a snapshot replaces, a change applies)."""
     snapshot = data.get("type") == "snapshot" or "prev_change_id" not in data
     bids = {} if snapshot or state is None else dict(state.bids)
     asks = {} if snapshot or state is None else dict(state.asks)
-    apply_side(bids, data["bids"])
-    apply_side(asks, data["asks"])
+    apply_levels(bids, data["bids"])
+    apply_levels(asks, data["asks"])
     return BookState(data["change_id"], data["timestamp"], bids, asks)
 
 

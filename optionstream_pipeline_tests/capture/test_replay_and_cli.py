@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from optionstream_pipeline.kafka.broker import free_port
 from optionstream_pipeline_tests.capture.conftest import by_instrument, capture_settings, running_capture
 from optionstream_pipeline_tests.support.fixtures import RECORDING, recorded_book_messages
 from optionstream_pipeline_tests.support.kafka_reading import TopicReader
@@ -98,3 +99,28 @@ def test_capture_command_stops_on_sigterm_with_everything_flushed(
             process.kill()
     assert "every record delivered" in output
     assert {r.key for r in records} == set(instruments)
+
+
+def test_an_unreachable_broker_is_named_at_start(simulator, tmp_path: Path) -> None:
+    sim = simulator(max_instruments=4)
+    closed_port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "deribit": {"websocket_url": sim.url, "instruments": sim.market.instruments()[:2]},
+                "kafka": {"brokers": [f"127.0.0.1:{closed_port}"], "admin_timeout_s": 1},
+                "capture": {"metrics": {"port": 0}},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSTREAM_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "optionstream_pipeline.cli", "capture", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"Kafka brokers 127.0.0.1:{closed_port} unreachable" in result.stderr

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,32 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from optionstream_pipeline.simulator import SimulatorSettings, SimulatorThread
-
-FIXTURES = Path("/work/shared/fixtures/deribit")
-RECORDING = FIXTURES / "recorded_mainnet_2021-07-22.ws.log"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    """Poll ``predicate`` until truthy (returned) or fail after ``timeout`` seconds naming ``message``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {message or predicate}: {value!r}")
-        time.sleep(0.01)
-
-
-async def async_wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {message or predicate}: {value!r}")
-        await asyncio.sleep(0.01)
+from optionstream_pipeline_tests.support.waiting import async_wait_until
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import json
 import time
 
 from optionstream_pipeline.simulator import cli
-from optionstream_pipeline_tests.simulator.conftest import RpcClient, async_wait_until, rebuild, run
+from optionstream_pipeline_tests.simulator.conftest import RpcClient, rebuild, run
+from optionstream_pipeline_tests.support.waiting import async_wait_until
 
 
 def book_channel(sim, index: int = 0) -> tuple[str, str]:

@@ -14,7 +14,9 @@ import pytest
 
 from optionstream_pipeline.simulator import parse_ws_log
 from optionstream_pipeline.simulator.load import LoadSource, measure_throughput
-from optionstream_pipeline_tests.simulator.conftest import RECORDING, RpcClient, async_wait_until, rebuild, run
+from optionstream_pipeline_tests.simulator.conftest import RpcClient, rebuild, run
+from optionstream_pipeline_tests.support.fixtures import RECORDING
+from optionstream_pipeline_tests.support.waiting import async_wait_until
 
 
 def recorded_subscription_lines() -> tuple[list[str], list[str]]:

@@ -14,7 +14,7 @@ from optionstream_pipeline.simulator.universe import (
     expiry_schedule,
     strike_step,
 )
-from optionstream_pipeline_tests.simulator.conftest import FIXTURES
+from optionstream_pipeline_tests.support.fixtures import DERIBIT_FIXTURES as FIXTURES
 
 
 def at(year: int, month: int, day: int, hour: int = 12) -> float:

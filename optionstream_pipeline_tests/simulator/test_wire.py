@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from optionstream_pipeline.simulator import RateLimits
-from optionstream_pipeline_tests.simulator.conftest import RpcClient, async_wait_until, rebuild, run
+from optionstream_pipeline_tests.simulator.conftest import RpcClient, rebuild, run
+from optionstream_pipeline_tests.support.waiting import async_wait_until
 
 BOOK_KEYS = ["type", "timestamp", "prev_change_id", "instrument_name", "change_id", "bids", "asks"]
 

@@ -7,6 +7,7 @@ holds and fails with a message naming what was awaited when the deadline passes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,3 +35,17 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.0
             what = message or getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"timed out after {timeout:g} s waiting for: {what} (last value: {value!r})")
         time.sleep(min(interval, remaining))
+
+
+async def async_wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.01, message: str = "") -> T:
+    """:func:`wait_until` for code running on an event loop: yields to the loop between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            what = message or getattr(predicate, "__qualname__", repr(predicate))
+            raise AssertionError(f"timed out after {timeout:g} s waiting for: {what} (last value: {value!r})")
+        await asyncio.sleep(min(interval, remaining))
