@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -206,7 +207,7 @@ def main() -> None:
     parser.add_argument("--phase", choices=["forwarder", "capture"], help=argparse.SUPPRESS)
     parser.add_argument("--transport", default="websockets", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help="an existing Kafka (e.g. Apache Kafka) instead of the embedded broker")
     args = parser.parse_args()
     if args.phase:
         one_phase(args)
@@ -220,13 +221,14 @@ def main() -> None:
           "| p50 ms | p99 ms | RSS MB | capture / forwarder |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     ratios: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
-    with EmbeddedBroker() as broker:
+    with contextlib.nullcontext(args.bootstrap) if args.bootstrap else EmbeddedBroker() as broker:
+        bootstrap = broker if isinstance(broker, str) else broker.bootstrap
         for rate in (int(r) for r in args.rates.split(",")):
             simulator, url = start_simulator(args.instruments, rate)
             try:
                 for repetition, transport in itertools.product(range(args.repeat), args.transports.split(",")):
                     order = ["forwarder", "capture"] if repetition % 2 == 0 else ["capture", "forwarder"]
-                    results = {p: run_phase(p, transport, url, broker.bootstrap, args.seconds) for p in order}
+                    results = {p: run_phase(p, transport, url, bootstrap, args.seconds) for p in order}
                     base = results["forwarder"]["cpu_us_per_msg"]
                     mine = results["capture"]["cpu_us_per_msg"]
                     if base and mine:

@@ -81,7 +81,7 @@ class RpcClient:
     async def request(self, method: str, params: dict | None = None, timeout: float = 5.0) -> dict:
         """Send and return the whole reply (``result`` or ``error``)."""
         request_id = await self.send(method, params)
-        return await async_wait_until(lambda: self.reply(request_id), timeout, f"reply to {method}")
+        return await async_wait_until(lambda: self.reply(request_id), timeout, message=f"reply to {method}")
 
     async def result(self, method: str, params: dict | None = None) -> Any:
         reply = await self.request(method, params)
@@ -98,7 +98,9 @@ class RpcClient:
 
     async def wait_data(self, channel: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
         return await async_wait_until(
-            lambda: len(self.data(channel)) >= count and self.data(channel), timeout, f"{count} messages on {channel}"
+            lambda: len(self.data(channel)) >= count and self.data(channel),
+            timeout,
+            message=f"{count} messages on {channel}",
         )
 
 

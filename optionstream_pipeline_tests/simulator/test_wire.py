@@ -32,7 +32,7 @@ def test_100ms_books_rebuilt_by_a_client_equal_the_ground_truth(simulator) -> No
             await async_wait_until(
                 lambda: all(client.data(f"book.{n}.100ms")[-1]["change_id"] == finals[n].change_id for n in names),
                 5,
-                "client caught up",
+                message="client caught up",
             )
             for name in names:
                 messages = client.data(f"book.{name}.100ms")
