@@ -39,25 +39,36 @@ ENV_PREFIX = "OPTIONSTREAM_"
 CONFIG_PATH_ENV = "OPTIONSTREAM_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 
-COMPRESSION_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
-# librdkafka properties that carry secrets: they must come from the environment variables that
-# the settings name, never from a file.
-SECRET_LIBRDKAFKA_KEYS = frozenset(
-    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"}
-)
-# librdkafka properties the typed settings own; setting them twice would be ambiguous.
+# librdkafka properties that carry secrets: they must come from environment variables
+# (kafka.sasl_password_env, kafka.secret_envs), never from a file. Any property whose name
+# contains "password" or "secret" counts too.
+SECRET_LIBRDKAFKA_KEYS = frozenset({"ssl.key.pem", "sasl.oauthbearer.config", "ssl_key"})
+# librdkafka properties (and their aliases) that the typed settings own: setting them twice would
+# be ambiguous, and some (the partitioner) keep a documented promise.
 MAPPED_LIBRDKAFKA_KEYS = frozenset(
     {
         "bootstrap.servers",
+        "metadata.broker.list",
         "batch.num.messages",
         "linger.ms",
+        "queue.buffering.max.ms",
         "compression.type",
+        "compression.codec",
         "acks",
+        "request.required.acks",
         "enable.idempotence",
         "retries",
+        "message.send.max.retries",
         "retry.backoff.ms",
+        "queue.buffering.max.messages",
+        "partitioner",
+        "statistics.interval.ms",
     }
 )
+
+
+def is_secret_property(name: str) -> bool:
+    return name in SECRET_LIBRDKAFKA_KEYS or "password" in name or "secret" in name
 
 
 class ConfigError(ValueError):
@@ -152,7 +163,7 @@ class KafkaSettings:
     retry_backoff_ms: int = field(default=100, metadata=_check(minimum=1, maximum=300_000))
     required_acks: int = field(default=-1, metadata=_check(minimum=-1, maximum=1000, doc="-1 means all"))
     enable_idempotency: bool = True
-    compression_type: str = field(default="snappy", metadata={"choices": COMPRESSION_CODECS})
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "snappy"
     queue_max_messages: int = field(
         default=1_000_000, metadata=_check(minimum=1_000, maximum=10_000_000, doc="local producer queue")
     )
@@ -161,6 +172,9 @@ class KafkaSettings:
         default=10.0, metadata=_check(minimum=0.5, maximum=300, doc="bound on reaching the brokers at start")
     )
     sasl_password_env: str = "KAFKA_SASL_PASSWORD"
+    # Other secret librdkafka properties, each read from the environment variable named here,
+    # e.g. {"ssl.key.password": "KAFKA_SSL_KEY_PASSWORD"}.
+    secret_envs: dict[str, str] = field(default_factory=dict)
     librdkafka: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
@@ -268,9 +282,10 @@ class Settings:
             return client_id, Secret(client_secret)
         return None
 
-    def kafka_sasl_password(self) -> Secret | None:
-        value = os.environ.get(self.kafka.sasl_password_env)
-        return Secret(value) if value else None
+    def kafka_secrets(self) -> dict[str, Secret]:
+        """Secret librdkafka properties from the environment: the SASL password and ``kafka.secret_envs``."""
+        names = {"sasl.password": self.kafka.sasl_password_env, **self.kafka.secret_envs}
+        return {prop: Secret(os.environ[env]) for prop, env in names.items() if os.environ.get(env)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -444,9 +459,6 @@ def _check_bounds(spec: dataclasses.Field, value: Any, path: str, problems: list
     if is_number and ((minimum is not None and value < minimum) or (maximum is not None and value > maximum)):
         doc = f" ({meta['doc']})" if meta.get("doc") else ""
         problems.append(f"{path}: {_show(value)} is out of range; allowed: {minimum} to {maximum}{doc}")
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        problems.append(f"{path}: {_show(value)} is not allowed; allowed: {', '.join(choices)}")
 
 
 def _check_cross_field_rules(settings: Settings, problems: list[str]) -> None:
@@ -480,11 +492,13 @@ def _check_cross_field_rules(settings: Settings, problems: list[str]) -> None:
         if not host or not port.isdigit():
             problems.append(f"kafka.brokers[{index}]: {broker!r} is not allowed; allowed: HOST:PORT")
     for key in kafka.librdkafka:
-        if key in SECRET_LIBRDKAFKA_KEYS:
+        if key in kafka.secret_envs:
+            problems.append(f"kafka.librdkafka.{key}: also in kafka.secret_envs; allowed: one of the two")
+        elif is_secret_property(key):
             problems.append(
-                f"kafka.librdkafka.{key}: secrets are not accepted in configuration; "
-                f"put the SASL password in the environment variable named by kafka.sasl_password_env "
-                f"({kafka.sasl_password_env})"
+                f"kafka.librdkafka.{key}: secrets are not accepted in configuration; put the value in an "
+                f"environment variable and name it in kafka.secret_envs (the SASL password: "
+                f"kafka.sasl_password_env, {kafka.sasl_password_env})"
             )
         elif key in MAPPED_LIBRDKAFKA_KEYS:
             problems.append(

@@ -78,7 +78,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ),
         (
             "kafka:\n  compression_type: brotli\n",
-            "kafka.compression_type: 'brotli' (str) is not allowed; allowed: none, gzip, snappy, lz4, zstd",
+            "kafka.compression_type: 'brotli' (str) is not allowed; allowed: 'none', 'gzip', 'snappy', 'lz4', 'zstd'",
         ),
         (
             "deribit:\n  instruments: [BTC-26JUN26-100000-C, BTC-32JUN26-1-C]\n",
@@ -117,6 +117,14 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         (
             "kafka:\n  librdkafka:\n    linger.ms: 5\n",
             "kafka.librdkafka.linger.ms: set through the typed kafka settings",
+        ),
+        (
+            "kafka:\n  librdkafka:\n    partitioner: random\n",
+            "kafka.librdkafka.partitioner: set through the typed kafka settings",
+        ),
+        (
+            "kafka:\n  librdkafka:\n    ssl.key.pem: '-----BEGIN'\n",
+            "kafka.librdkafka.ssl.key.pem: secrets are not accepted in configuration",
         ),
         (
             "deribit:\n  reconnect:\n    initial_backoff_ms: 5000\n    max_backoff_ms: 1000\n",

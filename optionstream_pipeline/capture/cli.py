@@ -12,11 +12,14 @@ from optionstream_pipeline.capture.engine import CaptureEngine
 from optionstream_pipeline.capture.public_api import fetch_option_names
 from optionstream_pipeline.capture.stats import rates, status_line
 from optionstream_pipeline.config import ConfigError, Settings, load_settings
+from optionstream_pipeline.discovery.source import UniverseFileSource
 from optionstream_pipeline.kafka.admin import BrokerUnreachableError
 
 log = logging.getLogger(__name__)
 
 EXIT_UNDELIVERED = 3
+UNIVERSE_REFRESH_S = 5.0
+LIVE_CHAIN_REFRESH_S = 600.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,11 +65,27 @@ def run_capture_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def build_engine(settings: Settings) -> CaptureEngine:
+    """An explicit list is captured as it is. ``auto`` follows the discovery universe when there is
+    one (the Dagster deployment writes it), else the whole live chain, re-read every ten minutes
+    (Deribit allows ``get_instruments`` about once per ten seconds)."""
+    if settings.deribit.instruments != "auto":
+        return CaptureEngine(settings, settings.deribit.instruments)
+    universe = UniverseFileSource(settings.discovery.universe_path)
+    if universe.exists():
+        log.info("following the discovery universe in %s", settings.discovery.universe_path)
+        return CaptureEngine(settings, instrument_source=universe, source_refresh_s=UNIVERSE_REFRESH_S)
+    deribit = settings.deribit
+
+    def live_chain() -> list[str]:
+        return asyncio.run(fetch_option_names(deribit.websocket_url, deribit.currency, deribit.request_timeout_s))
+
+    log.info("no discovery universe in %s: following Deribit's whole live chain", settings.discovery.universe_path)
+    return CaptureEngine(settings, instrument_source=live_chain, source_refresh_s=LIVE_CHAIN_REFRESH_S)
+
+
 async def run_capture(settings: Settings, show_status: bool = False) -> int:
-    instruments = settings.deribit.instruments
-    if instruments == "auto":
-        instruments = await fetch_option_names(settings.deribit.websocket_url, settings.deribit.currency)
-    engine = CaptureEngine(settings, instruments)
+    engine = build_engine(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.request_stop)

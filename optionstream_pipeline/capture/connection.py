@@ -78,8 +78,8 @@ class ConnectionCounters:
     heartbeats_answered: int = 0
     errors_without_id: int = 0
     stale_disconnects: int = 0
+    probes_sent: int = 0
     rate_limited: int = 0
-    maintenance_events: int = 0
     last_error: str | None = None
     errors_by_code: dict[int, int] = field(default_factory=dict)
 
@@ -179,6 +179,9 @@ class DeribitConnection:
             )
         except TransportError as exc:
             return self._end_session(str(exc))
+        if self._stopping.is_set():  # stop() came while connecting: nothing to serve
+            await transport.close()
+            return self._end_session("capture stopped")
         self._transport = transport
         self.last_frame_monotonic = time.monotonic()
         closed = asyncio.create_task(transport.wait_closed(), name=f"deribit-closed-{self.index}")
@@ -319,7 +322,6 @@ class DeribitConnection:
     def _on_platform_state(self, data: dict[str, Any]) -> None:
         locked = bool(data.get("locked"))
         if locked and not self.maintenance:
-            self.counters.maintenance_events += 1
             log.warning("connection %d: Deribit platform locked (maintenance); waiting", self.index)
         elif self.maintenance and not locked:
             # Books may have moved while the platform was locked: take fresh snapshots of all.
@@ -390,10 +392,12 @@ class DeribitConnection:
                 self.rejected.update(batch)
                 self.sink.on_rejected(batch, self, str(exc))
                 continue
-            confirmed = set(result) if isinstance(result, list) else set()
-            accepted = [channel for channel in batch if channel in confirmed]
             refused = rejected_channels(batch, result)
+            accepted = [channel for channel in batch if channel not in refused]
             names = [channel.split(".")[1] for channel in accepted]
+            removed_meanwhile = [name for name in names if name not in self.instruments]
+            if removed_meanwhile:  # remove() ran while this subscribe was in flight: undo it
+                self._spawn(self._unsubscribe(removed_meanwhile))
             self.subscribed.update(names)
             self.rejected.difference_update(accepted)
             self.sink.on_subscribed(names, self)
@@ -402,10 +406,10 @@ class DeribitConnection:
                 self.sink.on_rejected(refused, self, "left out of the subscribe result by Deribit")
 
     async def _unsubscribe(self, instruments: list[str]) -> None:
+        self.subscribed.difference_update(instruments)  # no disconnect marker for a book we are leaving
         channels = [book_channel(name, self.interval) for name in instruments]
         for batch in batched(channels, self.settings.subscribe_batch_size):
             await self._request_with_retry("public/unsubscribe", {"channels": batch})
-        self.subscribed.difference_update(instruments)
 
     async def _resubscribe(self, instruments: list[str]) -> None:
         await self._unsubscribe(instruments)
@@ -421,11 +425,12 @@ class DeribitConnection:
         if task.cancelled():
             return
         error = task.exception()
-        if error is not None and not isinstance(error, ConnectionLost):
-            log.error("connection %d: subscription change failed: %s", self.index, error)
-            transport = self._transport
-            if transport is not None:  # the subscription set is now uncertain: start over
-                transport.abort()
+        transport = self._transport
+        if error is not None and transport is not None:
+            # An unanswered or failed (un)subscribe leaves the subscription set uncertain: start over,
+            # and the reconnect resubscribes everything. (After a close, transport is None: nothing to do.)
+            log.error("connection %d: subscription change failed (%s); reconnecting", self.index, error)
+            transport.abort()
 
     # -- liveness -----------------------------------------------------------------------------
 
@@ -447,6 +452,7 @@ class DeribitConnection:
                 return
             if silent_for >= probe_after and not probed:
                 probed = True
+                self.counters.probes_sent += 1
                 self._send(encode_request(self._take_id(), "public/test"))
             elif silent_for < probe_after:
                 probed = False

@@ -30,11 +30,12 @@ from optionstream_pipeline.capture.sequencer import BookSequencer, Verdict
 from optionstream_pipeline.capture.stats import CaptureStats, EngineCounters, collect_stats, rates
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.kafka.admin import ensure_topic
-from optionstream_pipeline.kafka.producer import RecordProducer, producer_config
+from optionstream_pipeline.kafka.producer import RecordProducer, redacted
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.01
+CONNECTION_STOP_S = 10.0
 BACKPRESSURE_POLL_S = 0.005
 SOURCE_REFRESH_S = 5.0
 
@@ -89,29 +90,40 @@ class CaptureEngine:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until :meth:`request_stop`; then close the connections and flush within the bound."""
-        self._loop = asyncio.get_running_loop()
-        if self._stop_requested:  # a stop that came before the loop existed
-            self._stop.set()
+        """Serve until :meth:`request_stop`; then close the connections and flush within the bound.
+
+        Raises when capture cannot go on by itself (Kafka unreachable at start, a fatal producer
+        error, a failed background task), after the same orderly shutdown, so a supervisor restarts it.
+        """
         kafka = self.settings.kafka
-        password = self.settings.kafka_sasl_password()
-        config = producer_config(kafka, password)
-        await asyncio.to_thread(
-            ensure_topic, config, kafka.topic, kafka.partitions, kafka.replication_factor, kafka.admin_timeout_s
-        )
-        self._producer = RecordProducer(kafka, password)
-        background = [
-            asyncio.create_task(self._poll_producer(), name="kafka-poll"),
-            asyncio.create_task(self._log_stats(), name="stats-log"),
-        ]
-        if self._source is not None:
-            background.append(asyncio.create_task(self._follow_source(), name="instrument-source"))
+        self._producer = RecordProducer(kafka, self.settings.kafka_secrets())
+        log.info("kafka producer: %s", redacted(self._producer.client_config))
+        background: list[asyncio.Task[Any]] = []
         try:
+            await asyncio.to_thread(
+                ensure_topic,
+                self._producer.client_config,
+                kafka.topic,
+                kafka.partitions,
+                kafka.replication_factor,
+                kafka.admin_timeout_s,
+            )
             self._start_metrics()
-            initial = set(self._initial)
+            initial = self._initial
+            self._apply_instruments(initial | await self._read_source(at_start=True))
+            # Only now may other threads reach the loop: set_instruments() before this point
+            # updated _initial, and a stop request is either seen here or delivered through the loop.
+            self._loop = asyncio.get_running_loop()
+            if self._stop_requested:
+                self._stop.set()
+            if self._initial is not initial:  # set_instruments() ran while we were starting
+                self._apply_instruments(set(self._initial))
+            background = [
+                asyncio.create_task(self._poll_producer(), name="kafka-poll"),
+                asyncio.create_task(self._log_stats(), name="stats-log"),
+            ]
             if self._source is not None:
-                initial |= set(await asyncio.to_thread(self._source))
-            self._apply_instruments(initial)
+                background.append(asyncio.create_task(self._follow_source(), name="instrument-source"))
             self.ready.set()
             log.info(
                 "capture %s: %d instruments over %d connections, %s books -> %s",
@@ -121,7 +133,12 @@ class CaptureEngine:
                 self.interval,
                 kafka.topic,
             )
-            await self._stop.wait()
+            stop = asyncio.create_task(self._stop.wait(), name="stop")
+            done, _ = await asyncio.wait([stop, *background], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            for task in done - {stop}:  # a background task ended: that is a failure
+                task.result()
+                raise RuntimeError(f"capture background task {task.get_name()} ended unexpectedly")
         finally:
             await self._shutdown(background)
 
@@ -145,8 +162,13 @@ class CaptureEngine:
             loop.call_soon_threadsafe(self._stop.set)
 
     async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
-        await asyncio.gather(*(connection.stop() for connection in self._connections), return_exceptions=True)
-        await asyncio.gather(*self._connection_tasks, return_exceptions=True)
+        connections = asyncio.gather(
+            *(connection.stop() for connection in self._connections), *self._connection_tasks, return_exceptions=True
+        )
+        try:
+            await asyncio.wait_for(connections, CONNECTION_STOP_S)
+        except TimeoutError:
+            log.error("connections did not close within %.0f s; flushing anyway", CONNECTION_STOP_S)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -175,17 +197,18 @@ class CaptureEngine:
 
     def _apply_instruments(self, wanted: set[str]) -> None:
         added, removed = wanted - self.instruments, self.instruments - wanted
+        self.instruments = wanted  # first: frames of removed books are dropped from here on
         for index, names in self._plan.remove(removed).items():
             self._connections[index].remove(names)
             for name in names:
                 self._emit_marker("unsubscribed", name, "left the universe")
                 self.sequencer.forget(name)
                 self.last_update_us.pop(name, None)
+                self._snapshot_reason.pop(name, None)
         for index, names in self._plan.assign(added).items():
             for name in names:
                 self._snapshot_reason[name] = "subscribe"
             self._connection(index).add(names)
-        self.instruments = wanted
         if added or removed:
             log.info("universe: +%d -%d instruments, %d followed", len(added), len(removed), len(wanted))
 
@@ -206,18 +229,28 @@ class CaptureEngine:
         return self._connections[index]
 
     async def _follow_source(self) -> None:
-        assert self._source is not None
         while True:
             await asyncio.sleep(self._source_refresh_s)
-            try:
-                wanted = set(await asyncio.to_thread(self._source))
-            except Exception as exc:  # a bad universe file must not stop capture
-                log.error("instrument source failed, keeping the current universe: %s", exc)
-                continue
-            if wanted != self.instruments:
-                if not wanted:
-                    log.warning("the instrument source is empty: following no instrument")
+            wanted = await self._read_source(at_start=False)
+            if wanted and wanted != self.instruments:
                 self._apply_instruments(wanted)
+
+    async def _read_source(self, at_start: bool) -> set[str]:
+        """The source's universe; empty (ignored) when it fails or is empty, so capture keeps going.
+
+        An empty universe is never applied: a bad listing or a missing file must not unsubscribe
+        every book. To stop capturing, stop the capture.
+        """
+        if self._source is None:
+            return set()
+        try:
+            wanted = set(await asyncio.to_thread(self._source))
+        except Exception as exc:
+            log.error("instrument source failed (%s); keeping the %d instruments followed", exc, len(self.instruments))
+            return set()
+        if not wanted and not at_start:
+            log.error("instrument source is empty; keeping the %d instruments followed", len(self.instruments))
+        return wanted
 
     # -- the hot path (BookSink) --------------------------------------------------------------
 
@@ -225,6 +258,9 @@ class CaptureEngine:
         counters = self.counters
         counters.messages_in += 1
         instrument = data.instrument_name
+        if instrument not in self.instruments:  # in flight while it was being unsubscribed
+            counters.dropped_unfollowed += 1
+            return True
         verdict = self.sequencer.check(instrument, data.change_id, data.prev_change_id)
         if verdict is Verdict.CHANGE:
             value = encode_book_record(data, "change", self.interval, local_timestamp_us, capture)
@@ -292,15 +328,17 @@ class CaptureEngine:
             before = after
 
     async def _poll_producer(self) -> None:
+        """Serve delivery reports; a fatal producer error ends this task, and with it the capture."""
         producer = self._producer
-        while True:
+        while producer.fatal_error is None:
             producer.drain(0)
             await asyncio.sleep(POLL_INTERVAL_S)
+        raise RuntimeError(f"Kafka producer failed fatally: {producer.fatal_error}")
 
     # -- events from connections --------------------------------------------------------------
 
     def on_subscribed(self, instruments: list[str], connection: DeribitConnection) -> None:
-        self.counters.subscribed_events += len(instruments)
+        log.debug("connection %d: %d books subscribed", connection.index, len(instruments))
 
     def on_rejected(self, channels: list[str], connection: DeribitConnection, reason: str) -> None:
         self.counters.rejected_channels += len(channels)
@@ -309,6 +347,8 @@ class CaptureEngine:
 
     def on_disconnected(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None:
         for name in instruments:
+            if name not in self.instruments:
+                continue
             self.sequencer.await_snapshot(name)
             self._snapshot_reason[name] = "reconnect"
             self._emit_marker("disconnect", name, reason)
@@ -320,7 +360,6 @@ class CaptureEngine:
         log.info("connection %d: resyncing %d books (%s)", connection.index, len(instruments), reason)
 
     def on_instrument_state(self, data: dict[str, Any]) -> None:
-        self.counters.instrument_state_events += 1
         log.info("instrument %s: %s", data.get("instrument_name"), data.get("state"))
 
     def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None:

@@ -39,6 +39,7 @@ _METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("errors_without_id", "Deribit error messages that answered no request", "errors_without_id", True),
     ("rate_limited", "Requests answered with 10028 too_many_requests", "rate_limited", True),
     ("stale_disconnects", "Connections dropped by the silence watchdog", "stale_disconnects", True),
+    ("probes_sent", "public/test probes sent to silent connections", "probes_sent", True),
     (
         "backpressure_pauses",
         "Times reading paused because the producer queue was full",
@@ -51,6 +52,7 @@ _METRICS: tuple[tuple[str, str, str, bool], ...] = (
         "dropped_awaiting_snapshot",
         True,
     ),
+    ("dropped_unfollowed", "Frames of books already left, in flight during an unsubscribe", "dropped_unfollowed", True),
     ("instruments", "Instruments followed", "instruments", False),
     ("instruments_subscribed", "Instruments with a confirmed subscription", "instruments_subscribed", False),
     ("instruments_live", "Instruments updated in the last minute", "instruments_live", False),
@@ -83,6 +85,12 @@ class CaptureCollector(Collector):
             if value is not None:
                 latency.add_metric([quantile], value / 1000)
         yield latency
+        errors = CounterMetricFamily(
+            f"{PREFIX}_deribit_errors", "Deribit error replies and notifications, by code", labels=["code"]
+        )
+        for code, times in sorted(stats.deribit_errors.items()):
+            errors.add_metric([str(code)], times)
+        yield errors
         ages = GaugeMetricFamily(
             f"{PREFIX}_update_age_seconds",
             "Seconds since the last update of each instrument",

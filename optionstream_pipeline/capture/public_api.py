@@ -14,6 +14,7 @@ import msgspec
 from websockets.asyncio.client import connect
 
 from optionstream_pipeline.capture.protocol import encode_request, error_from_reply
+from optionstream_pipeline.capture.transport import FRAME_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,9 @@ async def call_public(url: str, method: str, params: dict[str, Any], timeout_s: 
     """Open a connection, send one request, return its ``result``; the whole call bounded by ``timeout_s``."""
     async with (
         asyncio.timeout(timeout_s),
-        connect(url, compression=None, open_timeout=timeout_s, ping_interval=None, max_size=None) as ws,
+        connect(
+            url, compression=None, open_timeout=timeout_s, ping_interval=None, max_size=None, logger=FRAME_LOGGER
+        ) as ws,
     ):
         await ws.send(encode_request(1, method, params), text=True)
         while True:

@@ -46,8 +46,7 @@ class BookData(msgspec.Struct, gc=False):
     change_id: int
     bids: msgspec.Raw
     asks: msgspec.Raw
-    prev_change_id: int | None = None  # absent on snapshots (and on every message of old feeds)
-    type: str | None = None
+    prev_change_id: int | None = None  # absent on snapshots (old feeds have no "type": this decides)
 
 
 class BookParams(msgspec.Struct, gc=False):

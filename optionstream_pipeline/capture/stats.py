@@ -8,6 +8,7 @@ from two snapshots (:func:`rates`), so the hot path only increments integers.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,7 @@ class EngineCounters:
     rejected_channels: int = 0
     malformed_frames: int = 0
     backpressure_pauses: int = 0
-    subscribed_events: int = 0
-    instrument_state_events: int = 0
+    dropped_unfollowed: int = 0
 
 
 @dataclass
@@ -59,20 +59,22 @@ class CaptureStats:
     errors_without_id: int
     rate_limited: int
     stale_disconnects: int
+    probes_sent: int
     heartbeats_answered: int
     maintenance: bool
     dropped_awaiting_snapshot: int
+    dropped_unfollowed: int
     backpressure_pauses: int
     markers: int
     delivery_p50_ms: float | None
     delivery_p99_ms: float | None
-    max_update_age_s: float | None
+    oldest_update_age_s: float | None
     batch_size_avg_bytes: float
     batch_messages_avg: float
     compression_ratio: float
-    queue_messages: int
     brokers_up: int
     last_error: str | None
+    deribit_errors: dict[int, int] = field(default_factory=dict)  # Deribit error code -> times seen
     update_age_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self, with_instruments: bool = False) -> dict[str, Any]:
@@ -119,22 +121,32 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         errors_without_id=sum(c.counters.errors_without_id for c in connections),
         rate_limited=sum(c.counters.rate_limited for c in connections),
         stale_disconnects=sum(c.counters.stale_disconnects for c in connections),
+        probes_sent=sum(c.counters.probes_sent for c in connections),
         heartbeats_answered=sum(c.counters.heartbeats_answered for c in connections),
         maintenance=any(c.maintenance for c in connections),
         dropped_awaiting_snapshot=counters.dropped_awaiting_snapshot,
+        dropped_unfollowed=counters.dropped_unfollowed,
         backpressure_pauses=counters.backpressure_pauses,
         markers=counters.markers,
         delivery_p50_ms=_percentile_ms(latencies, 0.50),
         delivery_p99_ms=_percentile_ms(latencies, 0.99),
-        max_update_age_s=max(ages.values()) if ages else None,
+        oldest_update_age_s=max(ages.values()) if ages else None,
         batch_size_avg_bytes=stats.batch_size_avg if stats else 0.0,
         batch_messages_avg=stats.batch_count_avg if stats else 0.0,
         compression_ratio=stats.compression_ratio if stats else 0.0,
-        queue_messages=stats.queue_messages if stats else 0,
         brokers_up=stats.brokers_up if stats else 0,
         last_error=next((c.counters.last_error for c in connections if c.counters.last_error), None),
+        deribit_errors=_sum_counts(c.counters.errors_by_code for c in connections),
         update_age_s=ages,
     )
+
+
+def _sum_counts(counts: Iterable[dict[int, int]]) -> dict[int, int]:
+    total: dict[int, int] = {}
+    for one in counts:
+        for code, times in list(one.items()):
+            total[code] = total.get(code, 0) + times
+    return total
 
 
 def _percentile_ms(sorted_values: list[float], fraction: float) -> float | None:
@@ -163,7 +175,7 @@ def rates(before: CaptureStats, after: CaptureStats) -> Rates:
 def status_line(stats: CaptureStats, rate: Rates) -> str:
     """The one line a person at a terminal watches."""
     p99 = f"{stats.delivery_p99_ms:.1f} ms" if stats.delivery_p99_ms is not None else "-"
-    age = f"{stats.max_update_age_s:.1f} s" if stats.max_update_age_s is not None else "-"
+    age = f"{stats.oldest_update_age_s:.1f} s" if stats.oldest_update_age_s is not None else "-"
     flags = " MAINTENANCE" if stats.maintenance else ""
     return (
         f"in {rate.messages_in_per_s:,.0f}/s  out {rate.messages_out_per_s:,.0f}/s  "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -25,6 +26,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from optionstream_pipeline import __version__
+
+# websockets logs every frame at DEBUG, public/auth's client_secret included: its logger here is
+# held at INFO so that no log level ever prints a frame.
+FRAME_LOGGER = logging.getLogger("optionstream_pipeline.capture.websocket")
+FRAME_LOGGER.setLevel(logging.INFO)
 
 FrameHandler = Callable[[bytes], bool]
 CapacityWaiter = Callable[[], Awaitable[None]]
@@ -79,6 +85,7 @@ class WebsocketsTransport:
                 open_timeout=open_timeout_s,
                 close_timeout=2,
                 user_agent_header=f"optionstream/{__version__}",
+                logger=FRAME_LOGGER,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
@@ -139,6 +146,7 @@ class PicowsTransport:
                     ssl_context=ssl_context,
                     websocket_handshake_timeout=open_timeout_s,
                     max_frame_size=MAX_FRAME_BYTES_RECEIVED,
+                    logger_name=FRAME_LOGGER,
                 ),
                 open_timeout_s,
             )
@@ -176,6 +184,7 @@ def _picows_listener_class() -> type:
         def __init__(self, owner: PicowsTransport, on_frame: FrameHandler, wait: CapacityWaiter) -> None:
             super().__init__()
             self._owner, self._on_frame, self._wait = owner, on_frame, wait
+            self._resume: asyncio.Task[None] | None = None
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             kind = frame.msg_type
@@ -196,12 +205,17 @@ def _picows_listener_class() -> type:
                 transport.disconnect()
 
         def _deliver(self, transport: Any, payload: bytes) -> None:
-            if not self._on_frame(payload):
+            # Frames already in picows' buffer still arrive after pause_reading(); the sink keeps
+            # them in order, and one resume task serves the whole pause.
+            if not self._on_frame(payload) and self._resume is None:
                 transport.underlying_transport.pause_reading()
-                asyncio.get_running_loop().create_task(self._resume_when_ready(transport))
+                self._resume = asyncio.get_running_loop().create_task(self._resume_when_ready(transport))
 
         async def _resume_when_ready(self, transport: Any) -> None:
-            await self._wait()
-            transport.underlying_transport.resume_reading()
+            try:
+                await self._wait()
+                transport.underlying_transport.resume_reading()
+            finally:
+                self._resume = None
 
     return Listener

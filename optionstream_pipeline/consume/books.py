@@ -32,9 +32,6 @@ class OrderBook:
     def best_ask(self) -> tuple[float, float] | None:
         return min(self.asks.items()) if self.asks else None
 
-    def levels(self) -> tuple[dict[float, float], dict[float, float]]:
-        return dict(self.bids), dict(self.asks)
-
 
 class BookBuilder:
     """Applies records in Kafka order (per instrument, which is per key and thus per partition)."""

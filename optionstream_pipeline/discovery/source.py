@@ -7,10 +7,11 @@ again only when its modification time or size changes.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
+
+import msgspec
 
 from optionstream_pipeline.discovery.store import CURRENT_FILE
 
@@ -45,12 +46,16 @@ class UniverseFileSource:
                 log.info("universe %s: %d instruments", self.path, len(self._names))
             return list(self._names)
 
+    def exists(self) -> bool:
+        """Whether discovery has written a universe yet."""
+        return self.path.exists()
+
     def __repr__(self) -> str:
         return f"UniverseFileSource({str(self.path)!r})"
 
 
 def _read_names(path: Path) -> list[str]:
-    document = json.loads(path.read_text(encoding="utf-8"))
+    document = msgspec.json.decode(path.read_bytes())
     instruments = document.get("instruments")
     if not isinstance(instruments, list):
         raise ValueError(f"{path}: no 'instruments' list")

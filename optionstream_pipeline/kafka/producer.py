@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from optionstream_pipeline.config import KafkaSettings, Secret
+from optionstream_pipeline.config import KafkaSettings, Secret, is_secret_property
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ LATENCY_SAMPLES = 20_000
 STATISTICS_INTERVAL_MS = 5_000
 
 
-def producer_config(kafka: KafkaSettings, sasl_password: Secret | None = None) -> dict[str, Any]:
-    """librdkafka properties from the typed settings, then the passthrough, then the secret.
+def producer_config(kafka: KafkaSettings, secrets: dict[str, Secret] | None = None) -> dict[str, Any]:
+    """librdkafka properties from the typed settings, then the passthrough, then the secrets.
 
     ``partitioner=murmur2_random`` puts a key on the same partition as the Java client would, so
     consumers in any language agree on where an instrument lives.
@@ -46,14 +46,13 @@ def producer_config(kafka: KafkaSettings, sasl_password: Secret | None = None) -
         "statistics.interval.ms": STATISTICS_INTERVAL_MS,
     }
     config.update(kafka.librdkafka)
-    if sasl_password is not None:
-        config["sasl.password"] = sasl_password.reveal()
+    config.update({prop: secret.reveal() for prop, secret in (secrets or {}).items()})
     return config
 
 
 def redacted(config: dict[str, Any]) -> dict[str, Any]:
     """A copy safe to log: secret-bearing properties replaced."""
-    return {key: ("***" if "password" in key or "secret" in key else value) for key, value in config.items()}
+    return {key: ("***" if is_secret_property(key) else value) for key, value in config.items()}
 
 
 @dataclass
@@ -62,7 +61,6 @@ class DeliveryStats:
 
     delivered: int = 0
     failed: int = 0
-    failures_by_error: Counter[str] = field(default_factory=Counter)
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     last_error: str | None = None
 
@@ -71,9 +69,6 @@ class DeliveryStats:
 class ProducerStats:
     """A summary of the latest librdkafka statistics (``stats_cb``)."""
 
-    queue_messages: int = 0
-    queue_bytes: int = 0
-    tx_messages: int = 0
     tx_bytes: int = 0  # record bytes handed to brokers, before compression
     wire_bytes: int = 0  # bytes sent on the wire: compressed batches plus protocol overhead
 
@@ -89,7 +84,7 @@ class ProducerStats:
 class RecordProducer:
     """Produces keyed, timestamped records to one topic, in order, without dropping any."""
 
-    def __init__(self, kafka: KafkaSettings, sasl_password: Secret | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, secrets: dict[str, Secret] | None = None) -> None:
         self.topic = kafka.topic
         self.flush_timeout_s = kafka.flush_timeout_s
         self.delivery = DeliveryStats()
@@ -97,7 +92,9 @@ class RecordProducer:
         self.produced = 0
         self._overflow: deque[tuple[str, bytes, int]] = deque()
         self._stats_lock = threading.Lock()
-        config = producer_config(kafka, sasl_password)
+        self.fatal_error: str | None = None
+        self.client_config = producer_config(kafka, secrets)  # also for the admin client
+        config = dict(self.client_config)
         config["on_delivery"] = self._on_delivery
         config["stats_cb"] = self._on_stats
         config["error_cb"] = self._on_error
@@ -117,6 +114,9 @@ class RecordProducer:
         except BufferError:
             self._overflow.append((key, value, timestamp_ms))
             return False
+        except KafkaException as exc:  # refused outright (e.g. too large): a counted loss, not a crash
+            self._refused(key, exc)
+            return True
         self.produced += 1
         return True
 
@@ -130,6 +130,10 @@ class RecordProducer:
                 self._produce(self.topic, value, key, timestamp=timestamp_ms)
             except BufferError:
                 return False
+            except KafkaException as exc:
+                self._refused(key, exc)
+                overflow.popleft()
+                continue
             overflow.popleft()
             self.produced += 1
         return True
@@ -138,9 +142,6 @@ class RecordProducer:
     def waiting(self) -> int:
         """Records accepted but not yet handed to librdkafka."""
         return len(self._overflow)
-
-    def poll(self) -> None:
-        self._producer.poll(0)
 
     def in_flight(self) -> int:
         """Records handed to librdkafka and not yet acknowledged or failed."""
@@ -165,6 +166,11 @@ class RecordProducer:
         self._produce = None
         return undelivered
 
+    def _refused(self, key: str, exc: KafkaException) -> None:
+        self.delivery.failed += 1
+        self.delivery.last_error = str(exc.args[0].str() if exc.args else exc)
+        log.error("Kafka refused the record for %s: %s", key, self.delivery.last_error)
+
     # -- callbacks (run inside poll/flush, on the caller's thread) ----------------------------
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -176,9 +182,7 @@ class RecordProducer:
                 delivery.latencies_s.append(latency)
             return
         delivery.failed += 1
-        name = error.name()
-        delivery.failures_by_error[name] += 1
-        delivery.last_error = f"{name}: {error.str()}"
+        delivery.last_error = f"{error.name()}: {error.str()}"
         key = message.key().decode() if message.key() else ""
         if delivery.failed <= 10 or delivery.failed % 1000 == 0:
             log.error("Kafka delivery failed for %s (%d failed so far): %s", key, delivery.failed, error.str())
@@ -187,9 +191,6 @@ class RecordProducer:
         stats = msgspec.json.decode(stats_json)
         topic = stats.get("topics", {}).get(self.topic, {})
         summary = ProducerStats(
-            queue_messages=stats.get("msg_cnt", 0),
-            queue_bytes=stats.get("msg_size", 0),
-            tx_messages=stats.get("txmsgs", 0),
             tx_bytes=stats.get("txmsg_bytes", 0),
             wire_bytes=sum(broker.get("txbytes", 0) for broker in stats.get("brokers", {}).values()),
             batch_size_avg=float(topic.get("batchsize", {}).get("avg", 0)),
@@ -200,7 +201,8 @@ class RecordProducer:
             self.stats = summary
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            log.critical("Kafka producer fatal error: %s", error.str())
+        if error.fatal():  # e.g. the idempotent producer lost its state: this producer cannot go on
+            self.fatal_error = f"{error.name()}: {error.str()}"
+            log.critical("Kafka producer fatal error: %s", self.fatal_error)
         else:
             log.warning("Kafka: %s", error.str())

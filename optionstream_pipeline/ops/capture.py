@@ -115,7 +115,11 @@ def _stop(context: OpExecutionContext, runner: EngineThread) -> None:
     """Stop and flush; runs on success, failure and cancel alike."""
     if not runner.alive:
         return
-    final = runner.stop()
+    try:
+        final = runner.stop()
+    except TimeoutError as exc:  # never let a slow stop turn a cancel into a failure, nor go unreported
+        context.log.error(f"capture engine did not stop cleanly: {exc}; records may be undelivered")
+        return
     undelivered = runner.engine.final_undelivered
     context.log.info(
         f"capture {final.capture_id} stopped: {final.messages_in} in, {final.delivered} delivered, "

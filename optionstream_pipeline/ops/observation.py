@@ -61,7 +61,7 @@ def observation_values(
     for key, value in (
         ("delivery_p50_ms", after.delivery_p50_ms),
         ("delivery_p99_ms", after.delivery_p99_ms),
-        (OLDEST_UPDATE_AGE_S, after.max_update_age_s),
+        (OLDEST_UPDATE_AGE_S, after.oldest_update_age_s),
         (NEWEST_UPDATE_AGE_S, min(after.update_age_s.values(), default=None)),
     ):
         if value is not None:

@@ -93,6 +93,7 @@ def supervise(context: SensorEvaluationContext, settings: Settings, now: float) 
         for record in instance.get_run_records(
             filters=RunsFilter(job_name=CAPTURE_JOB_NAME, statuses=FINISHED_STATUSES), limit=RECENT_RUNS
         )
+        if record.dagster_run.run_id not in replaced  # a run just found dead is replaced at once, no backoff
     ]
     waiting = policy.backoff_reason(finished, now, settings.orchestration)
     if waiting:

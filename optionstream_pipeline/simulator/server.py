@@ -20,6 +20,7 @@ from typing import TypeVar
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from optionstream_pipeline.capture.transport import FRAME_LOGGER
 from optionstream_pipeline.simulator.exchange import DataSource, Exchange, MarketSource, Session, SessionInfo
 from optionstream_pipeline.simulator.faults import Faults, Lifecycle, register_control_methods
 from optionstream_pipeline.simulator.load import LoadSource
@@ -98,6 +99,7 @@ class DeribitSimulator:
             max_size=MAX_INCOMING_BYTES,
             ping_interval=None,
             process_request=_only_api_path,
+            logger=FRAME_LOGGER,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         self._timer = asyncio.create_task(self._run_timer())

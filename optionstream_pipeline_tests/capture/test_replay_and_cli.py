@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ def test_the_real_recording_replays_into_kafka_without_a_spurious_gap(
 ) -> None:
     recorded = [m for m in recorded_book_messages() if m["instrument_name"].startswith("BTC-")]
     instruments = sorted({m["instrument_name"] for m in recorded})
+    caplog.set_level(logging.DEBUG)  # the secret must not appear at any level
     monkeypatch.setenv("DERIBIT_CLIENT_ID", API_KEY)
     monkeypatch.setenv("DERIBIT_CLIENT_SECRET", API_SECRET)
     sim = simulator(replay_path=str(RECORDING), replay_speed=None, client_id=API_KEY, client_secret=API_SECRET)

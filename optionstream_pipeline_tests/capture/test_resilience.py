@@ -110,6 +110,7 @@ def test_a_stalled_connection_is_probed_then_replaced(simulator, kafka_bootstrap
         wait_subscribed(capture, len(instruments))
         sim.faults.stall()
         wait_until(lambda: capture.engine.stats().stale_disconnects == 1, 15, message="the watchdog dropped it")
+        assert capture.engine.stats().probes_sent >= 1  # it asked with public/test before giving up
         wait_subscribed(capture, len(instruments))
         records = settle_and_read(sim, reader, instruments)
     check_books_against_truth(records, sim)

