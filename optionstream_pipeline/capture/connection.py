@@ -169,17 +169,27 @@ class DeribitConnection:
 
     async def _run_session(self) -> str:
         reason = "closed"
-        try:
-            transport = await open_transport(
+        opening = asyncio.create_task(
+            open_transport(
                 self.settings.transport,
                 self.settings.websocket_url,
                 self._on_frame,
                 self.sink.wait_for_capacity,
                 self.settings.request_timeout_s,
             )
+        )
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():  # stop() came while connecting: abandon the handshake
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            return self._end_session("capture stopped")
+        try:
+            transport = opening.result()
         except TransportError as exc:
             return self._end_session(str(exc))
-        if self._stopping.is_set():  # stop() came while connecting: nothing to serve
+        if self._stopping.is_set():
             await transport.close()
             return self._end_session("capture stopped")
         self._transport = transport
