@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -25,27 +26,37 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.0
     :raises AssertionError: if the predicate is still falsy after ``timeout`` seconds; the error
         names ``message`` (or the predicate) and the last value it returned.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            what = message or getattr(predicate, "__qualname__", repr(predicate))
-            raise AssertionError(f"timed out after {timeout:g} s waiting for: {what} (last value: {value!r})")
-        time.sleep(min(interval, remaining))
+    for step in _polls(predicate, timeout, interval, message):
+        if isinstance(step, _Found):
+            return step.value
+        time.sleep(step)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def async_wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.01, message: str = "") -> T:
     """:func:`wait_until` for code running on an event loop: yields to the loop between polls."""
+    for step in _polls(predicate, timeout, interval, message):
+        if isinstance(step, _Found):
+            return step.value
+        await asyncio.sleep(step)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class _Found:
+    value: Any
+
+
+def _polls(predicate: Callable[[], Any], timeout: float, interval: float, message: str) -> Iterator[float | _Found]:
+    """The polling rule both helpers share: pauses to take, then the truthy value found (or the error)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
-            return value
+            yield _Found(value)
+            return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             what = message or getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"timed out after {timeout:g} s waiting for: {what} (last value: {value!r})")
-        await asyncio.sleep(min(interval, remaining))
+        yield min(interval, remaining)
