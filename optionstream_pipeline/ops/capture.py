@@ -15,9 +15,10 @@ starts a fresh one, which keeps each run's event log bounded.
 
 import time
 
-from dagster import AssetObservation, Failure, MetadataValue, OpExecutionContext, op
+from dagster import AssetObservation, Failure, OpExecutionContext, op
 
 from optionstream_pipeline.assets.capture.topic import TOPIC_ASSET_KEY
+from optionstream_pipeline.assets.metadata import metadata_value
 from optionstream_pipeline.capture.engine import CaptureEngine, EngineThread
 from optionstream_pipeline.capture.stats import CaptureStats
 from optionstream_pipeline.config import Settings
@@ -94,14 +95,8 @@ def _observe(
     context: OpExecutionContext, after: CaptureStats, before: CaptureStats | None, followed: set[str], topic: str
 ) -> None:
     values = observation_values(after, before, followed, topic)
-    metadata = {key: _metadata_value(value) for key, value in values.items()}
+    metadata = {key: metadata_value(value) for key, value in values.items()}
     context.log_event(AssetObservation(asset_key=TOPIC_ASSET_KEY, metadata=metadata))
-
-
-def _metadata_value(value: int | float | str) -> MetadataValue:
-    if isinstance(value, bool | str):
-        return MetadataValue.text(str(value))
-    return MetadataValue.int(value) if isinstance(value, int) else MetadataValue.float(value)
 
 
 def _sleep(seconds: float, runner: EngineThread) -> None:

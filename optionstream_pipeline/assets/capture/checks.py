@@ -12,6 +12,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 
 from optionstream_pipeline.assets.capture import health
 from optionstream_pipeline.assets.capture.topic import TOPIC_ASSET_KEY
+from optionstream_pipeline.assets.metadata import metadata_value
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.discovery.source import UniverseFileSource
 from optionstream_pipeline.resources import OptionStreamSettings
@@ -35,12 +36,7 @@ def latest_observations(context: AssetCheckExecutionContext, settings: Settings)
 
 def _result(verdict: health.Verdict, severity: AssetCheckSeverity) -> AssetCheckResult:
     metadata = {"summary": MetadataValue.text(verdict.description)}
-    for key, value in verdict.values.items():
-        metadata[key] = (
-            MetadataValue.text(value) if isinstance(value, str)
-            else MetadataValue.int(value) if isinstance(value, int)
-            else MetadataValue.float(float(value))
-        )
+    metadata.update({key: metadata_value(value) for key, value in verdict.values.items()})
     return AssetCheckResult(
         passed=verdict.passed, severity=severity, description=verdict.description, metadata=metadata
     )
