@@ -131,15 +131,9 @@ class DeribitSettings:
     channels_per_connection: int = field(
         default=250, metadata=_check(minimum=1, maximum=5_000, doc="book channels per WebSocket connection")
     )
-    max_connections: int = field(
-        default=16, metadata=_check(minimum=1, maximum=30, doc="Deribit allows 32 per IP")
-    )
-    subscribe_batch_size: int = field(
-        default=MAX_CHANNELS_PER_SUBSCRIBE, metadata=_check(minimum=1, maximum=250)
-    )
-    heartbeat_interval_s: int = field(
-        default=30, metadata=_check(minimum=MIN_HEARTBEAT_INTERVAL_S, maximum=3600)
-    )
+    max_connections: int = field(default=16, metadata=_check(minimum=1, maximum=30, doc="Deribit allows 32 per IP"))
+    subscribe_batch_size: int = field(default=MAX_CHANNELS_PER_SUBSCRIBE, metadata=_check(minimum=1, maximum=250))
+    heartbeat_interval_s: int = field(default=30, metadata=_check(minimum=MIN_HEARTBEAT_INTERVAL_S, maximum=3600))
     stale_after_s: float = field(
         default=15.0,
         metadata=_check(minimum=0.5, maximum=3600, doc="reconnect when no frame arrives this long"),
@@ -299,9 +293,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     try:
         text = config_path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(
-            [f"cannot read the configuration file {str(config_path)!r}: {exc.strerror}"]
-        ) from None
+        raise ConfigError([f"cannot read the configuration file {str(config_path)!r}: {exc.strerror}"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -501,9 +493,7 @@ def _check_cross_field_rules(settings: Settings, problems: list[str]) -> None:
                 f"kafka.sasl_password_env, {kafka.sasl_password_env})"
             )
         elif key in MAPPED_LIBRDKAFKA_KEYS:
-            problems.append(
-                f"kafka.librdkafka.{key}: set through the typed kafka settings, not the passthrough"
-            )
+            problems.append(f"kafka.librdkafka.{key}: set through the typed kafka settings, not the passthrough")
     _check_discovery_rules(settings, problems)
     _check_orchestration_rules(settings.orchestration, problems)
 
@@ -583,9 +573,7 @@ def to_dict(settings: Settings) -> dict[str, Any]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "config", help="validate the configuration and print the effective settings"
-    )
+    parser = subparsers.add_parser("config", help="validate the configuration and print the effective settings")
     parser.add_argument("--config", help=f"YAML file (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
     parser.set_defaults(func=_run_config_command)
 

@@ -156,9 +156,7 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
 
 
 def test_secrets_come_from_the_environment_and_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_from_mapping(
-        {"deribit": {"client_id_env": "MY_ID", "client_secret_env": "MY_SECRET"}}
-    )
+    settings = settings_from_mapping({"deribit": {"client_id_env": "MY_ID", "client_secret_env": "MY_SECRET"}})
     monkeypatch.delenv("MY_ID", raising=False)
     assert settings.deribit_credentials() is None
     monkeypatch.setenv("MY_ID", "abc")

@@ -47,14 +47,11 @@ def parse_option_name(name: str) -> OptionName:
     match = _OPTION_NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise InstrumentNameError(
-            f"{name!r} is not a Deribit option name: expected CURRENCY-DMMMYY-STRIKE-C|P, "
-            "e.g. 'BTC-27JUN25-100000-C'"
+            f"{name!r} is not a Deribit option name: expected CURRENCY-DMMMYY-STRIKE-C|P, e.g. 'BTC-27JUN25-100000-C'"
         )
     month = match["month"]
     if month not in MONTHS:
-        raise InstrumentNameError(
-            f"{name!r} has an unknown month {month!r}: expected one of {', '.join(MONTHS)}"
-        )
+        raise InstrumentNameError(f"{name!r} has an unknown month {month!r}: expected one of {', '.join(MONTHS)}")
     try:
         expiry = date(2000 + int(match["year"]), MONTHS.index(month) + 1, int(match["day"]))
     except ValueError as exc:
@@ -78,9 +75,7 @@ BTC_OPTION_TICK_SIZE = 0.0001
 BTC_OPTION_TICK_SIZE_STEPS = ({"above_price": 0.005, "tick_size": 0.0005},)
 
 
-def tick_size_at(
-    price: float, tick_size: float = BTC_OPTION_TICK_SIZE, steps=BTC_OPTION_TICK_SIZE_STEPS
-) -> float:
+def tick_size_at(price: float, tick_size: float = BTC_OPTION_TICK_SIZE, steps=BTC_OPTION_TICK_SIZE_STEPS) -> float:
     """The tick that applies at ``price`` under Deribit's ``tick_size_steps`` rule."""
     tick = tick_size
     for step in steps:
@@ -89,17 +84,13 @@ def tick_size_at(
     return tick
 
 
-def round_to_tick(
-    price: float, tick_size: float = BTC_OPTION_TICK_SIZE, steps=BTC_OPTION_TICK_SIZE_STEPS
-) -> float:
+def round_to_tick(price: float, tick_size: float = BTC_OPTION_TICK_SIZE, steps=BTC_OPTION_TICK_SIZE_STEPS) -> float:
     """Round ``price`` to the nearest valid price on the grid (never below one tick)."""
     tick = tick_size_at(price, tick_size, steps)
     ticks = max(1, round(price / tick))
     return round(ticks * tick, 10)
 
 
-def is_on_tick_grid(
-    price: float, tick_size: float = BTC_OPTION_TICK_SIZE, steps=BTC_OPTION_TICK_SIZE_STEPS
-) -> bool:
+def is_on_tick_grid(price: float, tick_size: float = BTC_OPTION_TICK_SIZE, steps=BTC_OPTION_TICK_SIZE_STEPS) -> bool:
     tick = tick_size_at(price, tick_size, steps)
     return abs(price / tick - round(price / tick)) < 1e-6

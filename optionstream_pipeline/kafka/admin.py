@@ -49,9 +49,7 @@ def ensure_topic(
     if existing is not None and existing.error is None:
         count = len(existing.partitions)
         if count != partitions:
-            log.warning(
-                "topic %s has %d partitions (setting says %d): left as it is", topic, count, partitions
-            )
+            log.warning("topic %s has %d partitions (setting says %d): left as it is", topic, count, partitions)
         return count
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],

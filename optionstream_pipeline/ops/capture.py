@@ -73,9 +73,7 @@ def _watch(context: OpExecutionContext, engine: CaptureEngine, runner: EngineThr
         before = after
         _stop_if_declared_dead(context)
         if recycle_at is not None and time.monotonic() >= recycle_at:
-            context.log.info(
-                f"recycling after {orchestration.recycle_after_s:g} s; the supervisor starts a fresh run"
-            )
+            context.log.info(f"recycling after {orchestration.recycle_after_s:g} s; the supervisor starts a fresh run")
             return
         _sleep(orchestration.observation_interval_s, runner)
 

@@ -83,9 +83,7 @@ def supervise(context: SensorEvaluationContext, settings: Settings, now: float) 
     instance = context.instance
     requests = _discovery_request(instance, settings, now)
     replaced = _fail_dead_runs(context, settings, now)
-    live = instance.get_run_records(
-        filters=RunsFilter(job_name=CAPTURE_JOB_NAME, statuses=LIVE_STATUSES), limit=1
-    )
+    live = instance.get_run_records(filters=RunsFilter(job_name=CAPTURE_JOB_NAME, statuses=LIVE_STATUSES), limit=1)
     if live:
         return SensorResult(run_requests=requests, skip_reason=None if requests else _live_text(instance, live[0], now))
     finished = [

@@ -52,8 +52,16 @@ def write_universe(path: Path) -> None:
 def test_healthy_capture_passes_every_check(instance: DagsterInstance, tmp_path: Path) -> None:
     write_universe(tmp_path)
     for messages in (1000, 2000):
-        observe(instance, capture_id="c1", messages_in=messages, gaps=0, instruments=2, instruments_with_data=2,
-                newest_update_age_s=0.5, instruments_without_data="none")
+        observe(
+            instance,
+            capture_id="c1",
+            messages_in=messages,
+            gaps=0,
+            instruments=2,
+            instruments_with_data=2,
+            newest_update_age_s=0.5,
+            instruments_without_data="none",
+        )
     results = run_checks(instance, tmp_path)
     assert {name: passed for name, (passed, _, _) in results.items()} == {
         "capture_freshness": True,
@@ -72,11 +80,27 @@ def test_no_observation_fails_freshness_with_error_severity(instance: DagsterIns
 
 def test_gaps_and_missing_books_fail_with_warnings(instance: DagsterInstance, tmp_path: Path) -> None:
     write_universe(tmp_path)
-    observe(instance, capture_id="c1", messages_in=1000, gaps=0, instruments=2, instruments_with_data=1,
-            newest_update_age_s=0.5, instruments_without_data=NAMES[1])
+    observe(
+        instance,
+        capture_id="c1",
+        messages_in=1000,
+        gaps=0,
+        instruments=2,
+        instruments_with_data=1,
+        newest_update_age_s=0.5,
+        instruments_without_data=NAMES[1],
+    )
     time.sleep(0.01)  # distinct timestamps
-    observe(instance, capture_id="c1", messages_in=2000, gaps=50, instruments=2, instruments_with_data=1,
-            newest_update_age_s=0.5, instruments_without_data=NAMES[1])
+    observe(
+        instance,
+        capture_id="c1",
+        messages_in=2000,
+        gaps=50,
+        instruments=2,
+        instruments_with_data=1,
+        newest_update_age_s=0.5,
+        instruments_without_data=NAMES[1],
+    )
     results = run_checks(instance, tmp_path)
     assert results["gap_rate"][:2] == (False, AssetCheckSeverity.WARN)
     assert results["coverage"][:2] == (False, AssetCheckSeverity.WARN)

@@ -57,14 +57,16 @@ def test_history_has_every_run_in_one_file_per_day(tmp_path: Path) -> None:
     history = store.history()
     assert history.schema.equals(HISTORY_SCHEMA)
     rows = sorted(zip(*(history[c].to_pylist() for c in ("run_id", "instrument_name", "change")), strict=True))
-    assert rows == sorted([
-        ("run-1", A.name, "added"),
-        ("run-1", B.name, "added"),
-        ("run-2", A.name, "expired"),
-        ("run-2", B.name, "kept"),
-        ("run-3", B.name, "kept"),
-        ("run-3", C.name, "added"),
-    ])
+    assert rows == sorted(
+        [
+            ("run-1", A.name, "added"),
+            ("run-1", B.name, "added"),
+            ("run-2", A.name, "expired"),
+            ("run-2", B.name, "kept"),
+            ("run-3", B.name, "kept"),
+            ("run-3", C.name, "added"),
+        ]
+    )
     assert pq.read_metadata(store.history_dir / files[0]).num_rows == 4
 
 

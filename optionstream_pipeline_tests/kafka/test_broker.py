@@ -66,9 +66,7 @@ def _read_partition(bootstrap: str, topic: str, partition: int, at_least: int) -
 
     try:
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        wait_until(
-            reached_end, timeout=30, interval=0, message=f"{at_least} messages in {topic}[{partition}]"
-        )
+        wait_until(reached_end, timeout=30, interval=0, message=f"{at_least} messages in {topic}[{partition}]")
     finally:
         consumer.close()
     return received
@@ -202,9 +200,7 @@ def test_idempotent_producer_delivers_exactly_once_in_order_after_an_outage(
 
     def produce(values: range) -> None:
         for i in values:
-            producer.produce(
-                topic, value=str(i).encode(), partition=0, on_delivery=lambda e, _m: reports.append(e)
-            )
+            producer.produce(topic, value=str(i).encode(), partition=0, on_delivery=lambda e, _m: reports.append(e))
 
     produce(range(10))
     assert producer.flush(30) == 0

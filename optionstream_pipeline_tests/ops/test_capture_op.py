@@ -70,8 +70,17 @@ def test_capture_observes_and_recycles_to_success(
     assert last["instruments"] == last["instruments_subscribed"] == last["instruments_with_data"] == 12
     assert last["instruments_without_data"] == "none"
     assert last["topic"] == topic
-    for key in ("messages_in_per_s", "delivered", "gaps", "resyncs", "reconnects", "rejected_channels",
-                "delivery_p99_ms", "oldest_update_age_s", "instruments_live"):
+    for key in (
+        "messages_in_per_s",
+        "delivered",
+        "gaps",
+        "resyncs",
+        "reconnects",
+        "rejected_channels",
+        "delivery_p99_ms",
+        "oldest_update_age_s",
+        "instruments_live",
+    ):
         assert isinstance(last[key], int | float), key
     # Numbers only, apart from a few labels: nothing from the environment (no secrets, no URLs).
     assert {key for key, value in last.items() if isinstance(value, str)} == TEXT_KEYS
