@@ -1,32 +1,49 @@
-"""Typed, validated settings loaded from ``config/config.yaml`` with environment overrides.
+"""Typed, validated settings: ``config/config.yaml``, then ``OPTIONSTREAM_*`` environment overrides.
 
-Why a hand-written loader: a bad file must fail at start with a message that names the key, the
-value and what is allowed, and every problem in the file should be reported at once rather than
-one per restart. The settings are frozen dataclasses; the loader walks their type hints.
+Built on pydantic-settings. Every section is a frozen, strict pydantic model: each field carries its
+type, its bounds (``Field(ge=..., le=...)``) and what it means; the rules that tie fields together
+are model validators; secrets are ``SecretStr`` values read from environment variables that the
+file only names. Two things are this project's own:
 
-Environment overrides: ``OPTIONSTREAM_<SECTION>__<KEY>`` (double underscore between levels) replaces
-one value; the value is read as a YAML scalar or flow sequence, so ``OPTIONSTREAM_KAFKA__BATCH_SIZE=500``
-is an integer and ``OPTIONSTREAM_KAFKA__BROKERS='[a:9092, b:9092]'`` a list. Extra librdkafka
-properties pass through under ``kafka.librdkafka``; from the environment their dots are written
-as underscores (``OPTIONSTREAM_KAFKA__LIBRDKAFKA__SECURITY_PROTOCOL=SASL_SSL``).
+- **Errors a person can act on.** A bad file fails at start with every problem listed at once, each
+  naming the key, the value and what is allowed (``kafka.batch_size: 0 (int) is out of range;
+  allowed: 1 to 1000000``), and naming the environment variable when the value came from one.
+  :func:`describe_errors` turns pydantic's errors into those lines.
+- **Environment values are YAML**, as documented since the first release:
+  ``OPTIONSTREAM_KAFKA__BROKERS='[a:9092, b:9092]'`` is a list and ``...=null`` is null; and
+  librdkafka property names, which contain dots, are written with underscores
+  (``OPTIONSTREAM_KAFKA__LIBRDKAFKA__SECURITY_PROTOCOL=SASL_SSL``). :class:`EnvironmentSource` is
+  pydantic-settings' own environment source with those two rules added.
 
-Secrets (Deribit API keys, the Kafka SASL password) never come from the file: the file names the
-environment variables that hold them, and :class:`Secret` keeps their values out of every repr.
+The naming is ``OPTIONSTREAM_<SECTION>__<KEY>`` (double underscore between levels).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import types
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
+import annotated_types
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from optionstream_pipeline.deribit.instruments import InstrumentNameError, parse_option_name
 from optionstream_pipeline.deribit.protocol import (
@@ -36,6 +53,7 @@ from optionstream_pipeline.deribit.protocol import (
 )
 
 ENV_PREFIX = "OPTIONSTREAM_"
+ENV_DELIMITER = "__"
 CONFIG_PATH_ENV = "OPTIONSTREAM_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 
@@ -65,6 +83,9 @@ MAPPED_LIBRDKAFKA_KEYS = frozenset(
         "statistics.interval.ms",
     }
 )
+# The kafka settings whose keys are librdkafka property names (dots, written as underscores in
+# environment variable names).
+PROPERTY_MAPS = ("librdkafka", "secret_envs")
 
 
 def is_secret_property(name: str) -> bool:
@@ -80,248 +101,461 @@ class ConfigError(ValueError):
         super().__init__(f"invalid {source}:\n{lines}")
 
 
-class Secret:
-    """A value read from the environment that must never be printed, logged or published."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+# ---------------------------------------------------------------------------------------------------
+# Value types with their own rules
 
 
-def _check(*, minimum: float | None = None, maximum: float | None = None, doc: str = "") -> dict[str, Any]:
-    return {"minimum": minimum, "maximum": maximum, "doc": doc}
+def _option_name(name: str) -> str:
+    try:
+        parse_option_name(name)
+    except InstrumentNameError as exc:
+        raise ValueError(str(exc)) from None
+    return name
 
 
-@dataclass(frozen=True)
-class ReconnectSettings:
+def _cron(value: str) -> str:
+    """Five space-separated fields (minute hour day month weekday); Dagster checks the rest at load."""
+    if len(value.split()) != 5:
+        raise ValueError(f"{value!r} is not allowed; allowed: a 5-field cron string like '*/10 * * * *'")
+    return value
+
+
+def _broker(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{value!r} is not allowed; allowed: HOST:PORT")
+    return value
+
+
+def _websocket_url(value: str) -> str:
+    if not value.startswith(("ws://", "wss://")):
+        raise ValueError(f"{value!r} is not allowed; allowed: ws:// or wss:// URL")
+    return value
+
+
+def _property_value(value: Any) -> str | int | float | bool:
+    if not isinstance(value, str | int | float | bool):
+        raise ValueError(f"expected a string, a number or true/false, got {_show(value)}")
+    return value
+
+
+OptionName = Annotated[str, AfterValidator(_option_name)]
+Cron = Annotated[str, AfterValidator(_cron)]
+Broker = Annotated[str, AfterValidator(_broker)]
+WebSocketUrl = Annotated[str, AfterValidator(_websocket_url)]
+PropertyValue = Annotated[Any, AfterValidator(_property_value)]
+# An explicit, non-empty list of option names, or "auto". Tagged, so that an error names one of the
+# two shapes instead of both.
+Instruments = Annotated[
+    Union[  # noqa: UP007 (Annotated members need the Union spelling)
+        Annotated[list[OptionName], Field(min_length=1), Tag("list")],
+        Annotated[Literal["auto"], Tag("auto")],
+    ],
+    Discriminator(lambda value: "list" if isinstance(value, list) else "auto"),
+]
+
+
+def raise_problems(problems: list[tuple[str, str]]) -> None:
+    """Report every broken cross-field rule of one section at once: ``(key within it, what is wrong)``."""
+    if problems:
+        raise PydanticCustomError("rules", "{count} rules broken", {"count": len(problems), "problems": problems})
+
+
+class Section(BaseModel):
+    """A settings section: strict types (``1`` is not ``true``), unknown keys refused, frozen."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The sections
+
+
+class ReconnectSettings(Section):
     """Exponential backoff with jitter between reconnect attempts."""
 
-    initial_backoff_ms: int = field(default=500, metadata=_check(minimum=10, maximum=600_000))
-    max_backoff_ms: int = field(default=30_000, metadata=_check(minimum=10, maximum=3_600_000))
-    multiplier: float = field(default=2.0, metadata=_check(minimum=1.0, maximum=10.0))
-    jitter: float = field(default=0.2, metadata=_check(minimum=0.0, maximum=1.0, doc="fraction of the delay"))
+    initial_backoff_ms: int = Field(500, ge=10, le=600_000)
+    max_backoff_ms: int = Field(30_000, ge=10, le=3_600_000)
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    jitter: float = Field(0.2, ge=0.0, le=1.0, description="fraction of the delay")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.max_backoff_ms < self.initial_backoff_ms:
+            raise_problems(
+                [
+                    (
+                        "max_backoff_ms",
+                        f"{self.max_backoff_ms} is below initial_backoff_ms ({self.initial_backoff_ms}); "
+                        "allowed: at least initial_backoff_ms",
+                    )
+                ]
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class DeribitSettings:
-    websocket_url: str = TESTNET_URL
+class DeribitSettings(Section):
+    websocket_url: WebSocketUrl = TESTNET_URL
     testnet: bool = True
     currency: Literal["BTC"] = "BTC"
-    # An explicit list of option names, or "auto" for the discovery asset's universe.
-    instruments: list[str] | Literal["auto"] = field(default="auto")
+    instruments: Instruments = Field("auto", description="an explicit list of option names, or auto")
     # "auto": raw books when API credentials are in the environment, else the public 100ms books.
     book_interval: Literal["auto", "100ms", "agg2", "raw"] = "auto"
     # The WebSocket library: "websockets" (pure Python) or "picows" (optional extra, far cheaper per frame).
     transport: Literal["websockets", "picows"] = "websockets"
-    channels_per_connection: int = field(
-        default=250, metadata=_check(minimum=1, maximum=5_000, doc="book channels per WebSocket connection")
-    )
-    max_connections: int = field(default=16, metadata=_check(minimum=1, maximum=30, doc="Deribit allows 32 per IP"))
-    subscribe_batch_size: int = field(default=MAX_CHANNELS_PER_SUBSCRIBE, metadata=_check(minimum=1, maximum=250))
-    heartbeat_interval_s: int = field(default=30, metadata=_check(minimum=MIN_HEARTBEAT_INTERVAL_S, maximum=3600))
-    stale_after_s: float = field(
-        default=15.0,
-        metadata=_check(minimum=0.5, maximum=3600, doc="reconnect when no frame arrives this long"),
-    )
-    request_timeout_s: float = field(default=10.0, metadata=_check(minimum=0.1, maximum=300))
-    reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
+    channels_per_connection: int = Field(250, ge=1, le=5_000, description="book channels per WebSocket connection")
+    max_connections: int = Field(16, ge=1, le=30, description="Deribit allows 32 per IP")
+    subscribe_batch_size: int = Field(MAX_CHANNELS_PER_SUBSCRIBE, ge=1, le=250)
+    heartbeat_interval_s: int = Field(30, ge=MIN_HEARTBEAT_INTERVAL_S, le=3600)
+    stale_after_s: float = Field(15.0, ge=0.5, le=3600, description="reconnect when no frame arrives this long")
+    request_timeout_s: float = Field(10.0, ge=0.1, le=300)
+    reconnect: ReconnectSettings = ReconnectSettings()
     # Names of the environment variables holding API credentials (needed only for "raw" books).
     client_id_env: str = "DERIBIT_CLIENT_ID"
     client_secret_env: str = "DERIBIT_CLIENT_SECRET"
 
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.instruments == "auto":
+            return self
+        problems = []
+        for index, name in enumerate(self.instruments):
+            currency = parse_option_name(name).currency
+            if currency != self.currency:
+                problems.append(
+                    (
+                        f"instruments[{index}]",
+                        f"{name!r} is a {currency} option; allowed: {self.currency} options only (deribit.currency)",
+                    )
+                )
+        duplicates = sorted({name for name in self.instruments if self.instruments.count(name) > 1})
+        if duplicates:
+            problems.append(("instruments", f"listed more than once: {', '.join(duplicates)}"))
+        raise_problems(problems)
+        return self
 
-@dataclass(frozen=True)
-class KafkaSettings:
-    brokers: list[str] = field(default_factory=lambda: ["127.0.0.1:9092"])
+
+class KafkaSettings(Section):
+    brokers: list[Broker] = Field(["127.0.0.1:9092"], min_length=1)
     topic: str = "orderbook.deribit.options"
-    partitions: int = field(default=12, metadata=_check(minimum=1, maximum=10_000))
-    replication_factor: int = field(default=1, metadata=_check(minimum=1, maximum=16))
-    batch_size: int = field(default=100, metadata=_check(minimum=1, maximum=1_000_000))
-    batch_timeout_ms: int = field(default=100, metadata=_check(minimum=0, maximum=900_000))
-    max_retries: int = field(default=3, metadata=_check(minimum=0, maximum=2_147_483_647))
-    retry_backoff_ms: int = field(default=100, metadata=_check(minimum=1, maximum=300_000))
-    required_acks: int = field(default=-1, metadata=_check(minimum=-1, maximum=1000, doc="-1 means all"))
+    partitions: int = Field(12, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=16)
+    batch_size: int = Field(100, ge=1, le=1_000_000)
+    batch_timeout_ms: int = Field(100, ge=0, le=900_000)
+    max_retries: int = Field(3, ge=0, le=2_147_483_647)
+    retry_backoff_ms: int = Field(100, ge=1, le=300_000)
+    required_acks: int = Field(-1, ge=-1, le=1000, description="-1 means all")
     enable_idempotency: bool = True
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "snappy"
-    queue_max_messages: int = field(
-        default=1_000_000, metadata=_check(minimum=1_000, maximum=10_000_000, doc="local producer queue")
-    )
-    flush_timeout_s: float = field(default=15.0, metadata=_check(minimum=0.1, maximum=600))
-    admin_timeout_s: float = field(
-        default=10.0, metadata=_check(minimum=0.5, maximum=300, doc="bound on reaching the brokers at start")
-    )
+    queue_max_messages: int = Field(1_000_000, ge=1_000, le=10_000_000, description="local producer queue")
+    flush_timeout_s: float = Field(15.0, ge=0.1, le=600)
+    admin_timeout_s: float = Field(10.0, ge=0.5, le=300, description="bound on reaching the brokers at start")
     sasl_password_env: str = "KAFKA_SASL_PASSWORD"
     # Other secret librdkafka properties, each read from the environment variable named here,
     # e.g. {"ssl.key.password": "KAFKA_SSL_KEY_PASSWORD"}.
-    secret_envs: dict[str, str] = field(default_factory=dict)
-    librdkafka: dict[str, str | int | float | bool] = field(default_factory=dict)
+    secret_envs: dict[str, str] = {}
+    librdkafka: dict[str, PropertyValue] = {}
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        problems = []
+        for key in self.librdkafka:
+            where = f"librdkafka.{key}"
+            if key in self.secret_envs:
+                problems.append((where, "also in kafka.secret_envs; allowed: one of the two"))
+            elif is_secret_property(key):
+                problems.append(
+                    (
+                        where,
+                        "secrets are not accepted in configuration; put the value in an environment variable "
+                        "and name it in kafka.secret_envs (the SASL password: kafka.sasl_password_env, "
+                        f"{self.sasl_password_env})",
+                    )
+                )
+            elif key in MAPPED_LIBRDKAFKA_KEYS:
+                problems.append((where, "set through the typed kafka settings, not the passthrough"))
+        raise_problems(problems)
+        return self
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = field(default=9464, metadata=_check(minimum=0, maximum=65_535, doc="0 picks a free port"))
+    port: int = Field(9464, ge=0, le=65_535, description="0 picks a free port")
 
 
-@dataclass(frozen=True)
-class CaptureSettings:
-    status_interval_s: float = field(default=10.0, metadata=_check(minimum=0.1, maximum=3600))
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+class CaptureSettings(Section):
+    status_interval_s: float = Field(10.0, ge=0.1, le=3600)
+    metrics: MetricsSettings = MetricsSettings()
 
 
-@dataclass(frozen=True)
-class DiscoveryFilters:
+class DiscoveryFilters(Section):
     """Which listed BTC options make the capture universe; applied in this order: exclude, include,
     expiry window, strike band, then the cap (nearest expiries and nearest-the-money strikes first)."""
 
-    min_days_to_expiry: float = field(default=0.0, metadata=_check(minimum=0, maximum=3650))
-    max_days_to_expiry: float = field(default=400.0, metadata=_check(minimum=0, maximum=3650))
+    min_days_to_expiry: float = Field(0.0, ge=0, le=3650)
+    max_days_to_expiry: float = Field(400.0, ge=0, le=3650)
     # Keep strikes within this fraction of the underlying (0.5: 50% below to 50% above); null: all.
-    strike_band: float | None = field(
-        default=0.5, metadata=_check(minimum=0.01, maximum=100, doc="fraction of the underlying price")
-    )
-    max_instruments: int = field(
-        default=1_200, metadata=_check(minimum=1, maximum=10_000, doc="cap on the universe size")
-    )
+    strike_band: float | None = Field(0.5, ge=0.01, le=100, description="fraction of the underlying price")
+    max_instruments: int = Field(1_200, ge=1, le=10_000, description="cap on the universe size")
     # Always followed while listed (even outside the filters), and never followed; null: none.
-    include: list[str] | None = None
-    exclude: list[str] | None = None
+    include: list[OptionName] | None = None
+    exclude: list[OptionName] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        problems = []
+        if self.max_days_to_expiry < self.min_days_to_expiry:
+            problems.append(
+                (
+                    "max_days_to_expiry",
+                    f"{self.max_days_to_expiry} is below min_days_to_expiry ({self.min_days_to_expiry}); "
+                    "allowed: at least min_days_to_expiry",
+                )
+            )
+        both = sorted(set(self.include or ()) & set(self.exclude or ()))
+        if both:
+            problems.append(("", f"both included and excluded: {', '.join(both)}; allowed: one or the other"))
+        raise_problems(problems)
+        return self
 
 
-@dataclass(frozen=True)
-class DiscoverySettings:
+class DiscoverySettings(Section):
     """The instrument discovery asset: how often it runs, what it keeps, where the universe lives."""
 
-    schedule_cron: str = "*/10 * * * *"
+    schedule_cron: Cron = "*/10 * * * *"
     universe_path: str = "data/universe"
-    fetch_timeout_s: float = field(default=10.0, metadata=_check(minimum=0.5, maximum=300))
-    filters: DiscoveryFilters = field(default_factory=DiscoveryFilters)
+    fetch_timeout_s: float = Field(10.0, ge=0.5, le=300)
+    filters: DiscoveryFilters = DiscoveryFilters()
 
 
-@dataclass(frozen=True)
-class HealthCheckSettings:
+class HealthCheckSettings(Section):
     """Thresholds of the asset checks on the Kafka topic asset, computed from capture observations."""
 
-    cron: str = "*/5 * * * *"
-    max_update_age_s: float = field(
-        default=60.0, metadata=_check(minimum=1, maximum=86_400, doc="freshness: age of the newest book update")
-    )
-    max_gap_rate: float = field(
-        default=0.001, metadata=_check(minimum=0, maximum=1, doc="gaps per book message over the window")
-    )
-    min_coverage: float = field(
-        default=1.0, metadata=_check(minimum=0, maximum=1, doc="share of the universe with book data")
-    )
-    window_s: float = field(default=300.0, metadata=_check(minimum=10, maximum=86_400))
+    cron: Cron = "*/5 * * * *"
+    max_update_age_s: float = Field(60.0, ge=1, le=86_400, description="freshness: age of the newest book update")
+    max_gap_rate: float = Field(0.001, ge=0, le=1, description="gaps per book message over the window")
+    min_coverage: float = Field(1.0, ge=0, le=1, description="share of the universe with book data")
+    window_s: float = Field(300.0, ge=10, le=86_400)
 
 
-@dataclass(frozen=True)
-class OrchestrationSettings:
+class OrchestrationSettings(Section):
     """How Dagster keeps exactly one capture run alive and reports its health."""
 
-    observation_interval_s: float = field(
-        default=5.0, metadata=_check(minimum=0.5, maximum=300, doc="capture counters -> Dagster, also the heartbeat")
+    observation_interval_s: float = Field(
+        5.0, ge=0.5, le=300, description="capture counters -> Dagster, also the heartbeat"
     )
     # A capture run ends (SUCCESS) after this long and the supervisor starts a fresh one; null: never.
-    recycle_after_s: float | None = field(default=86_400.0, metadata=_check(minimum=10, maximum=30 * 86_400))
-    heartbeat_stale_s: float = field(
-        default=120.0, metadata=_check(minimum=5, maximum=86_400, doc="a STARTED run silent this long is dead")
+    recycle_after_s: float | None = Field(86_400.0, ge=10, le=30 * 86_400)
+    heartbeat_stale_s: float = Field(120.0, ge=5, le=86_400, description="a STARTED run silent this long is dead")
+    supervisor_interval_s: int = Field(15, ge=1, le=3600)
+    failure_backoff_s: float = Field(30.0, ge=1, le=86_400)
+    max_backoff_s: float = Field(900.0, ge=1, le=86_400)
+    backoff_after_failures: int = Field(2, ge=1, le=100, description="consecutive failures before waiting")
+    engine_start_timeout_s: float = Field(60.0, ge=1, le=600)
+    checks: HealthCheckSettings = HealthCheckSettings()
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        problems = []
+        if self.heartbeat_stale_s < 3 * self.observation_interval_s:
+            problems.append(
+                (
+                    "heartbeat_stale_s",
+                    f"{self.heartbeat_stale_s} is below 3 observation intervals "
+                    f"({3 * self.observation_interval_s:g}); allowed: at least 3 x observation_interval_s, "
+                    "or live runs would be declared dead",
+                )
+            )
+        if self.heartbeat_stale_s < self.engine_start_timeout_s:
+            problems.append(
+                (
+                    "heartbeat_stale_s",
+                    f"{self.heartbeat_stale_s} is below engine_start_timeout_s ({self.engine_start_timeout_s}); "
+                    "allowed: at least engine_start_timeout_s, or a run still starting its engine would be "
+                    "declared dead",
+                )
+            )
+        if self.max_backoff_s < self.failure_backoff_s:
+            problems.append(
+                (
+                    "max_backoff_s",
+                    f"{self.max_backoff_s} is below failure_backoff_s ({self.failure_backoff_s}); "
+                    "allowed: at least failure_backoff_s",
+                )
+            )
+        raise_problems(problems)
+        return self
+
+
+class Settings(BaseSettings):
+    """Every setting of OptionStream. ``Settings()`` is the defaults; :func:`load_settings` reads the
+    file and the environment; :func:`settings_from_mapping` validates plain data."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        env_parse_none_str="null",
+        strict=True,
+        extra="forbid",
+        frozen=True,
     )
-    supervisor_interval_s: int = field(default=15, metadata=_check(minimum=1, maximum=3600))
-    failure_backoff_s: float = field(default=30.0, metadata=_check(minimum=1, maximum=86_400))
-    max_backoff_s: float = field(default=900.0, metadata=_check(minimum=1, maximum=86_400))
-    backoff_after_failures: int = field(
-        default=2, metadata=_check(minimum=1, maximum=100, doc="consecutive failures before waiting")
-    )
-    engine_start_timeout_s: float = field(default=60.0, metadata=_check(minimum=1, maximum=600))
-    checks: HealthCheckSettings = field(default_factory=HealthCheckSettings)
 
+    deribit: DeribitSettings = DeribitSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    capture: CaptureSettings = CaptureSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
 
-@dataclass(frozen=True)
-class Settings:
-    deribit: DeribitSettings = field(default_factory=DeribitSettings)
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    capture: CaptureSettings = field(default_factory=CaptureSettings)
-    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
-    orchestration: OrchestrationSettings = field(default_factory=OrchestrationSettings)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what is passed in: the file and the environment are read by :func:`load_settings`, so
+        that ``Settings()`` means the defaults wherever it is built."""
+        return (init_settings,)
 
-    def replace(self, **sections: Any) -> Settings:
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        capacity = self.deribit.channels_per_connection * self.deribit.max_connections
+        if self.discovery.filters.max_instruments > capacity:
+            raise_problems(
+                [
+                    (
+                        "discovery.filters.max_instruments",
+                        f"{self.discovery.filters.max_instruments} is more than the capture can follow "
+                        f"({capacity} = deribit.channels_per_connection x deribit.max_connections); "
+                        f"allowed: up to {capacity}",
+                    )
+                ]
+            )
+        return self
+
+    def replace(self, **dotted: Any) -> Settings:
         """A copy with whole sections or dotted keys replaced, e.g. ``replace(**{"kafka.topic": "t"})``."""
         data = to_dict(self)
-        for dotted, value in sections.items():
-            _set_dotted(data, dotted.split("."), value)
+        for key, value in dotted.items():
+            _set_dotted(data, key.split("."), value)
         return settings_from_mapping(data, source="settings override")
 
-    def deribit_credentials(self) -> tuple[str, Secret] | None:
+    def deribit_credentials(self) -> tuple[str, SecretStr] | None:
         """The Deribit API key from the environment, or ``None`` when it is not set."""
         client_id = os.environ.get(self.deribit.client_id_env)
         client_secret = os.environ.get(self.deribit.client_secret_env)
         if client_id and client_secret:
-            return client_id, Secret(client_secret)
+            return client_id, SecretStr(client_secret)
         return None
 
-    def kafka_secrets(self) -> dict[str, Secret]:
+    def kafka_secrets(self) -> dict[str, SecretStr]:
         """Secret librdkafka properties from the environment: the SASL password and ``kafka.secret_envs``."""
         names = {"sasl.password": self.kafka.sasl_password_env, **self.kafka.secret_envs}
-        return {prop: Secret(os.environ[env]) for prop, env in names.items() if os.environ.get(env)}
+        return {prop: SecretStr(os.environ[env]) for prop, env in names.items() if os.environ.get(env)}
 
 
 # ---------------------------------------------------------------------------------------------------
 # Loading
 
 
+class EnvironmentSource(EnvSettingsSource):
+    """pydantic-settings' environment source (prefix, ``__`` between levels) reading a given mapping,
+    with values read as YAML and librdkafka property names written with underscores."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        return yaml.safe_load(value)
+
+    def explode_env_vars(self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]) -> dict[str, Any]:
+        exploded = super().explode_env_vars(field_name, field, env_vars)
+        if field_name == "kafka":
+            for key in PROPERTY_MAPS:
+                if isinstance(exploded.get(key), dict):
+                    exploded[key] = {name.replace("_", "."): value for name, value in exploded[key].items()}
+        return exploded
+
+
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML file (``$OPTIONSTREAM_CONFIG`` or ``config/config.yaml``) and apply env overrides."""
     environ = os.environ if environ is None else environ
     config_path = Path(path or environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
+    data = _read_file(config_path)
+    problems = _unknown_sections(environ)
+    merged = _merge(data, EnvironmentSource(environ)())
+    return settings_from_mapping(merged, source=str(config_path), problems=problems, environ=environ)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any],
+    source: str = "configuration",
+    problems: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from plain data, raising one :class:`ConfigError` with every problem.
+
+    ``environ`` is where overrides came from: a problem with a value set there names its variable.
+    """
+    problems = list(problems or ())
+    settings = None
     try:
-        text = config_path.read_text(encoding="utf-8")
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(describe_errors(exc, environ or {}))
+    if problems:
+        raise ConfigError(problems, source=source)
+    return settings
+
+
+def to_dict(settings: Settings) -> dict[str, Any]:
+    """Plain data for display or re-validation; holds no secrets (they live only in the environment)."""
+    return settings.model_dump()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"cannot read the configuration file {str(config_path)!r}: {exc.strerror}"]) from None
+        raise ConfigError([f"cannot read the configuration file {str(path)!r}: {exc.strerror}"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{config_path} is not valid YAML: {exc}"], source=str(config_path)) from None
+        raise ConfigError([f"{path} is not valid YAML: {exc}"], source=str(path)) from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{config_path} must hold a mapping of sections, got {type(data).__name__}"])
-    problems: list[str] = []
-    apply_env_overrides(data, environ, problems)
-    return settings_from_mapping(data, source=str(config_path), problems=problems)
+        raise ConfigError([f"{path} must hold a mapping of sections, got {type(data).__name__}"])
+    return data
 
 
-def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
-    for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV or "__" not in name:
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        if len(path) >= 3 and path[:2] == ["kafka", "librdkafka"]:
-            path = [*path[:2], ".".join(path[2:]).replace("_", ".")]
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
-        if not isinstance(data, dict):
-            problems.append(f"environment variable {name} cannot apply: the file is not a mapping")
-            continue
-        _set_dotted(data, path, value)
+def _unknown_sections(environ: Mapping[str, str]) -> list[str]:
+    """``OPTIONSTREAM_<SECTION>__...`` naming no section: a typo the environment source would skip."""
+    sections = list(Settings.model_fields)
+    problems = []
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and ENV_DELIMITER in name and name != CONFIG_PATH_ENV:
+            section = name[len(ENV_PREFIX) :].split(ENV_DELIMITER)[0].lower()
+            if section not in sections:
+                problems.append(
+                    f"environment variable {name}: {section!r} is not a section; allowed: {', '.join(sections)}"
+                )
+    return problems
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -335,237 +569,147 @@ def _set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def settings_from_mapping(
-    data: Mapping[str, Any], source: str = "configuration", problems: list[str] | None = None
-) -> Settings:
-    """Build :class:`Settings` from plain data, raising one :class:`ConfigError` with every problem."""
-    problems = [] if problems is None else problems
-    settings = _build_dataclass(Settings, data, "", problems)
-    if settings is not None:
-        _check_cross_field_rules(settings, problems)
-    if problems:
-        raise ConfigError(problems, source=source)
-    return settings
+# ---------------------------------------------------------------------------------------------------
+# pydantic's errors, in words
 
 
-def _build_dataclass(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(f"{path or 'the file'}: expected a mapping of keys, got {_show(data)}")
-        return None
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in data:
-        if key not in fields:
-            known = ", ".join(fields)
-            problems.append(f"{_join(path, str(key))}: unknown key; allowed keys here: {known}")
-    values: dict[str, Any] = {}
-    for name, spec in fields.items():
-        if name not in data:
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "dict": "a mapping of keys",
+    "model": "a mapping of keys",
+    "model_attributes": "a mapping of keys",
+}
+_BOUND_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+
+
+def describe_errors(error: ValidationError, environ: Mapping[str, str]) -> list[str]:
+    """One line per problem: ``key: what is wrong; allowed: ...``, plus the variable it came from."""
+    lines = []
+    for detail in error.errors(include_url=False):
+        place = _Place.of(detail["loc"])
+        for key, text in _describe(detail, place):
+            lines.append(f"{key}: {text}{_from_environment(key, environ)}")
+    return lines
+
+
+def _describe(detail: Mapping[str, Any], place: _Place) -> Iterator[tuple[str, str]]:
+    kind, value, key = detail["type"], detail["input"], place.key or "the file"
+    type_name = _TYPE_NAMES.get(kind.removesuffix("_type").removesuffix("_parsing"))
+    if kind == "rules":
+        for inner, text in detail["ctx"]["problems"]:
+            yield _join(place.key, inner) or "the file", text
+    elif kind == "extra_forbidden":
+        yield key, f"unknown key; allowed keys here: {', '.join(place.parent_fields)}"
+    elif kind in _BOUND_ERRORS:
+        low, high = place.bounds()
+        doc = f" ({place.field.description})" if place.field is not None and place.field.description else ""
+        yield key, f"{_show(place.as_declared(value))} is out of range; allowed: {low} to {high}{doc}"
+    elif kind == "literal_error":
+        yield key, f"{_show(value)} is not allowed; allowed: {', '.join(map(repr, place.allowed_values()))}"
+    elif kind == "too_short":
+        yield key, "must not be empty"
+    elif kind == "value_error":
+        yield key, str(detail["ctx"]["error"])
+    elif type_name is not None:
+        yield key, f"expected {type_name}, got {_show(value)}"
+    else:
+        yield key, f"{detail['msg']} (got {_show(value)})"
+
+
+class _Place:
+    """Where an error points: the dotted key people write, and the declared type and field there.
+
+    Walks pydantic's error location through the models, following list indices, dict keys and the
+    tags of tagged unions (which are part of the location but not of the key).
+    """
+
+    def __init__(self) -> None:
+        self.key = ""
+        self.hint: Any = Settings
+        self.field: FieldInfo | None = None
+        self.parent_fields: list[str] = list(Settings.model_fields)
+
+    @classmethod
+    def of(cls, loc: tuple[str | int, ...]) -> _Place:
+        place = cls()
+        for part in loc:
+            place._step(part)
+        return place
+
+    def _step(self, part: str | int) -> None:
+        hint, metadata = _unwrap(self.hint, self.field.metadata if self.field is not None else [])
+        if isinstance(hint, type) and issubclass(hint, BaseModel):
+            self.parent_fields = list(hint.model_fields)
+            self.field = hint.model_fields.get(str(part))
+            self.hint = self.field.annotation if self.field is not None else None
+            self.key = _join(self.key, str(part))
+        elif get_origin(hint) is Union and any(isinstance(item, Discriminator) for item in metadata):
+            tag = Tag(str(part))
+            self.hint = next(member for member in get_args(hint) if tag in getattr(member, "__metadata__", ()))
+        elif get_origin(hint) is list:
+            self.hint, self.field = get_args(hint)[0], None
+            self.key = f"{self.key}[{part}]"
+        else:  # a dict key, or a place without a declared type
+            self.hint = get_args(hint)[1] if get_origin(hint) is dict else None
+            self.field = None
+            self.key = _join(self.key, str(part))
+
+    def bounds(self) -> tuple[Any, Any]:
+        metadata = self.field.metadata if self.field is not None else []
+        low = next((item.ge for item in metadata if isinstance(item, annotated_types.Ge)), None)
+        high = next((item.le for item in metadata if isinstance(item, annotated_types.Le)), None)
+        return low, high
+
+    def allowed_values(self) -> tuple[Any, ...]:
+        hint, _ = _unwrap(self.hint, [])
+        return get_args(hint) if get_origin(hint) is Literal else ()
+
+    def as_declared(self, value: Any) -> Any:
+        """An integer given for a float field is shown as the float it became (``0.0 (float)``)."""
+        hint, _ = _unwrap(self.hint, [])
+        return float(value) if hint is float and isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _unwrap(hint: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
+    """Strip ``Annotated`` (keeping its metadata) and ``X | None`` down to the declared type."""
+    metadata = list(metadata)
+    while True:
+        if get_origin(hint) is Annotated:
+            metadata.extend(hint.__metadata__)
+            hint = get_args(hint)[0]
             continue
-        key_path = _join(path, name)
-        value = _convert(hints[name], data[name], key_path, problems)
-        if value is not _INVALID:
-            _check_bounds(spec, value, key_path, problems)
-            values[name] = value
-    return cls(**values)
+        members = [member for member in get_args(hint) if member is not type(None)]
+        if get_origin(hint) in (Union, type(int | None)) and len(members) == 1:
+            hint = members[0]
+            continue
+        return hint, metadata
 
 
-_INVALID = object()
-
-
-def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        built = _build_dataclass(hint, value, path, problems)
-        return _INVALID if built is None else built
-    if origin in (types.UnionType, typing.Union):
-        return _convert_union(typing.get_args(hint), value, path, problems)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value in allowed:
-            return value
-        problems.append(f"{path}: {_show(value)} is not allowed; allowed: {', '.join(map(repr, allowed))}")
-        return _INVALID
-    if origin is list:
-        return _convert_list(typing.get_args(hint)[0], value, path, problems)
-    if origin is dict:
-        return _convert_dict(typing.get_args(hint)[1], value, path, problems)
-    if _scalar_matches(hint, value):
-        return float(value) if hint is float else value
-    problems.append(f"{path}: expected {_type_name(hint)}, got {_show(value)}")
-    return _INVALID
-
-
-def _convert_union(options: tuple[Any, ...], value: Any, path: str, problems: list[str]) -> Any:
-    attempts: list[list[str]] = []
-    for option in options:
-        trial: list[str] = []
-        converted = _convert(option, value, path, trial)
-        if not trial:
-            return converted
-        attempts.append(trial)
-    # Report the attempt that got furthest (a list with one bad element beats "not a Literal").
-    problems.extend(min(attempts, key=lambda trial: (len(trial), "allowed:" in trial[0])))
-    return _INVALID
-
-
-def _convert_list(item_hint: Any, value: Any, path: str, problems: list[str]) -> Any:
-    if not isinstance(value, list):
-        problems.append(f"{path}: expected a list of {_type_name(item_hint)}, got {_show(value)}")
-        return _INVALID
-    if not value:
-        problems.append(f"{path}: must not be empty")
-        return _INVALID
-    items = [_convert(item_hint, item, f"{path}[{index}]", problems) for index, item in enumerate(value)]
-    return _INVALID if any(item is _INVALID for item in items) else items
-
-
-def _convert_dict(value_hint: Any, value: Any, path: str, problems: list[str]) -> Any:
-    if not isinstance(value, Mapping):
-        problems.append(f"{path}: expected a mapping, got {_show(value)}")
-        return _INVALID
-    result = {}
-    for key, item in value.items():
-        converted = _convert(value_hint, item, _join(path, str(key)), problems)
-        if converted is not _INVALID:
-            result[str(key)] = converted
-    return result
-
-
-def _scalar_matches(hint: Any, value: Any) -> bool:
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return isinstance(value, hint)
-
-
-def _check_bounds(spec: dataclasses.Field, value: Any, path: str, problems: list[str]) -> None:
-    meta = spec.metadata
-    minimum, maximum = meta.get("minimum"), meta.get("maximum")
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if is_number and ((minimum is not None and value < minimum) or (maximum is not None and value > maximum)):
-        doc = f" ({meta['doc']})" if meta.get("doc") else ""
-        problems.append(f"{path}: {_show(value)} is out of range; allowed: {minimum} to {maximum}{doc}")
-
-
-def _check_cross_field_rules(settings: Settings, problems: list[str]) -> None:
-    deribit, kafka = settings.deribit, settings.kafka
-    if isinstance(deribit.instruments, list):
-        for index, name in enumerate(deribit.instruments):
-            try:
-                parsed = parse_option_name(name)
-            except InstrumentNameError as exc:
-                problems.append(f"deribit.instruments[{index}]: {exc}")
-                continue
-            if parsed.currency != deribit.currency:
-                problems.append(
-                    f"deribit.instruments[{index}]: {name!r} is a {parsed.currency} option; "
-                    f"allowed: {deribit.currency} options only (deribit.currency)"
-                )
-        duplicates = sorted({name for name in deribit.instruments if deribit.instruments.count(name) > 1})
-        if duplicates:
-            problems.append(f"deribit.instruments: listed more than once: {', '.join(duplicates)}")
-    if not deribit.websocket_url.startswith(("ws://", "wss://")):
-        problems.append(
-            f"deribit.websocket_url: {deribit.websocket_url!r} is not allowed; allowed: ws:// or wss:// URL"
-        )
-    if deribit.reconnect.max_backoff_ms < deribit.reconnect.initial_backoff_ms:
-        problems.append(
-            f"deribit.reconnect.max_backoff_ms: {deribit.reconnect.max_backoff_ms} is below initial_backoff_ms "
-            f"({deribit.reconnect.initial_backoff_ms}); allowed: at least initial_backoff_ms"
-        )
-    for index, broker in enumerate(kafka.brokers):
-        host, _, port = broker.rpartition(":")
-        if not host or not port.isdigit():
-            problems.append(f"kafka.brokers[{index}]: {broker!r} is not allowed; allowed: HOST:PORT")
-    for key in kafka.librdkafka:
-        if key in kafka.secret_envs:
-            problems.append(f"kafka.librdkafka.{key}: also in kafka.secret_envs; allowed: one of the two")
-        elif is_secret_property(key):
-            problems.append(
-                f"kafka.librdkafka.{key}: secrets are not accepted in configuration; put the value in an "
-                f"environment variable and name it in kafka.secret_envs (the SASL password: "
-                f"kafka.sasl_password_env, {kafka.sasl_password_env})"
-            )
-        elif key in MAPPED_LIBRDKAFKA_KEYS:
-            problems.append(f"kafka.librdkafka.{key}: set through the typed kafka settings, not the passthrough")
-    _check_discovery_rules(settings, problems)
-    _check_orchestration_rules(settings.orchestration, problems)
-
-
-def _check_discovery_rules(settings: Settings, problems: list[str]) -> None:
-    discovery, deribit = settings.discovery, settings.deribit
-    filters = discovery.filters
-    _check_cron("discovery.schedule_cron", discovery.schedule_cron, problems)
-    if filters.max_days_to_expiry < filters.min_days_to_expiry:
-        problems.append(
-            f"discovery.filters.max_days_to_expiry: {filters.max_days_to_expiry} is below min_days_to_expiry "
-            f"({filters.min_days_to_expiry}); allowed: at least min_days_to_expiry"
-        )
-    for key in ("include", "exclude"):
-        for index, name in enumerate(getattr(filters, key) or ()):
-            try:
-                parse_option_name(name)
-            except InstrumentNameError as exc:
-                problems.append(f"discovery.filters.{key}[{index}]: {exc}")
-    both = sorted(set(filters.include or ()) & set(filters.exclude or ()))
-    if both:
-        problems.append(f"discovery.filters: both included and excluded: {', '.join(both)}; allowed: one or the other")
-    capacity = deribit.channels_per_connection * deribit.max_connections
-    if filters.max_instruments > capacity:
-        problems.append(
-            f"discovery.filters.max_instruments: {filters.max_instruments} is more than the capture can follow "
-            f"({capacity} = deribit.channels_per_connection x deribit.max_connections); allowed: up to {capacity}"
-        )
-
-
-def _check_orchestration_rules(orchestration: OrchestrationSettings, problems: list[str]) -> None:
-    _check_cron("orchestration.checks.cron", orchestration.checks.cron, problems)
-    if orchestration.heartbeat_stale_s < 3 * orchestration.observation_interval_s:
-        problems.append(
-            f"orchestration.heartbeat_stale_s: {orchestration.heartbeat_stale_s} is below 3 observation intervals "
-            f"({3 * orchestration.observation_interval_s:g}); allowed: at least 3 x observation_interval_s, "
-            "or live runs would be declared dead"
-        )
-    if orchestration.heartbeat_stale_s < orchestration.engine_start_timeout_s:
-        problems.append(
-            f"orchestration.heartbeat_stale_s: {orchestration.heartbeat_stale_s} is below engine_start_timeout_s "
-            f"({orchestration.engine_start_timeout_s}); allowed: at least engine_start_timeout_s, or a run still "
-            "starting its engine would be declared dead"
-        )
-    if orchestration.max_backoff_s < orchestration.failure_backoff_s:
-        problems.append(
-            f"orchestration.max_backoff_s: {orchestration.max_backoff_s} is below failure_backoff_s "
-            f"({orchestration.failure_backoff_s}); allowed: at least failure_backoff_s"
-        )
-
-
-def _check_cron(path: str, value: str, problems: list[str]) -> None:
-    """Five space-separated fields (minute hour day month weekday); Dagster checks the rest at load."""
-    if len(value.split()) != 5:
-        problems.append(f"{path}: {value!r} is not allowed; allowed: a 5-field cron string like '*/10 * * * *'")
+def _from_environment(key: str, environ: Mapping[str, str]) -> str:
+    """`` (from OPTIONSTREAM_...)`` when the value at ``key`` (or its list or section) came from there."""
+    if not environ:
+        return ""
+    names = {name.upper(): name for name in environ}
+    parts = key.split("[")[0].split(".")
+    if parts[:2] == ["kafka", "librdkafka"] or parts[:2] == ["kafka", "secret_envs"]:
+        parts = [*parts[:2], "_".join(parts[2:])] if len(parts) > 2 else parts
+    for end in range(len(parts), 0, -1):
+        candidate = ENV_PREFIX + ENV_DELIMITER.join(parts[:end]).upper()
+        if candidate in names:
+            return f" (from the environment variable {names[candidate]})"
+    return ""
 
 
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    return f"{path}.{key}" if path and key else path or key
 
 
 def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})" if value is not None else "nothing (null)"
-
-
-def _type_name(hint: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
-def to_dict(settings: Settings) -> dict[str, Any]:
-    """Plain data for display or re-validation; holds no secrets (they live only in the environment)."""
-    return dataclasses.asdict(settings)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -582,7 +726,7 @@ def _run_config_command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc)
+        print(exc, file=sys.stderr)
         return 2
     print(yaml.safe_dump(to_dict(settings), sort_keys=False), end="")
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from optionstream_pipeline.config import ConfigError, Secret, Settings, load_settings, settings_from_mapping
+from optionstream_pipeline.config import ConfigError, Settings, load_settings, settings_from_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,6 +151,34 @@ def test_bad_environment_override_is_named(tmp_path: Path) -> None:
     assert "kafka.partitions: expected an integer, got 'lots'" in message
 
 
+def test_a_bad_value_from_the_environment_names_its_variable(tmp_path: Path) -> None:
+    environ = {"OPTIONSTREAM_KAFKA__PARTITIONS": "lots", "OPTIONSTREAM_KAFKA__LIBRDKAFKA__SASL_PASSWORD": "x"}
+    message = problems_of(tmp_path, "kafka:\n  batch_size: 0\n", environ=environ)
+    assert "kafka.partitions: expected an integer, got 'lots' (str) (from the environment variable " in message
+    assert "OPTIONSTREAM_KAFKA__PARTITIONS)" in message
+    batch_size = next(line for line in message.splitlines() if "kafka.batch_size" in line)
+    assert "environment variable" not in batch_size  # that one is the file's
+
+
+def test_an_environment_variable_naming_no_section_is_refused(tmp_path: Path) -> None:
+    message = problems_of(tmp_path, "{}\n", environ={"OPTIONSTREAM_KAFAK__TOPIC": "t"})
+    assert "environment variable OPTIONSTREAM_KAFAK__TOPIC: 'kafak' is not a section; allowed: deribit" in message
+
+
+def test_environment_values_are_yaml_null_included(tmp_path: Path) -> None:
+    environ = {
+        "OPTIONSTREAM_ORCHESTRATION__RECYCLE_AFTER_S": "null",
+        "OPTIONSTREAM_CAPTURE__METRICS__ENABLED": "false",
+        "OPTIONSTREAM_KAFKA__TOPIC": "123",
+        "OPTIONSTREAM_KAFKA__SECRET_ENVS__SSL_KEY_PASSWORD": "MY_KEY_PASSWORD",
+    }
+    settings = load_settings(write(tmp_path, "{}\n"), environ=environ)
+    assert settings.orchestration.recycle_after_s is None
+    assert settings.capture.metrics.enabled is False
+    assert settings.kafka.topic == "123"  # a string field keeps the text
+    assert settings.kafka.secret_envs == {"ssl.key.password": "MY_KEY_PASSWORD"}
+
+
 def test_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read the configuration file .*missing\.yaml"):
         load_settings(tmp_path / "missing.yaml", environ={})
@@ -163,7 +192,7 @@ def test_secrets_come_from_the_environment_and_never_print(monkeypatch: pytest.M
     monkeypatch.setenv("MY_SECRET", "s3cr3t-value")
     client_id, secret = settings.deribit_credentials()
     assert client_id == "abc"
-    assert secret.reveal() == "s3cr3t-value"
+    assert secret.get_secret_value() == "s3cr3t-value"
     assert "s3cr3t-value" not in repr(secret) + str(secret) + repr(settings)
 
 
@@ -175,8 +204,8 @@ def test_replace_revalidates() -> None:
 
 
 def test_secret_equality_does_not_reveal() -> None:
-    assert Secret("a") == Secret("a")
-    assert Secret("a") != Secret("b")
+    assert SecretStr("a") == SecretStr("a")
+    assert SecretStr("a") != SecretStr("b")
 
 
 # --- discovery and orchestration (the Dagster layer's sections) ------------------------------------

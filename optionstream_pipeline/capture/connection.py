@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+from pydantic import SecretStr
 
 from optionstream_pipeline import __version__
 from optionstream_pipeline.capture.protocol import (
@@ -30,7 +31,7 @@ from optionstream_pipeline.capture.protocol import (
 )
 from optionstream_pipeline.capture.records import BookData, decode_book_notification, encode_capture_meta
 from optionstream_pipeline.capture.transport import Transport, TransportError, open_transport
-from optionstream_pipeline.config import DeribitSettings, Secret
+from optionstream_pipeline.config import DeribitSettings
 from optionstream_pipeline.deribit.protocol import (
     INSTRUMENT_STATE_CHANNEL,
     PLATFORM_STATE_CHANNEL,
@@ -98,7 +99,7 @@ class DeribitConnection:
         interval: str,
         sink: BookSink,
         capture_id: str,
-        credentials: tuple[str, Secret] | None = None,
+        credentials: tuple[str, SecretStr] | None = None,
         follow_instrument_state: bool = False,
     ) -> None:
         self.index = index
@@ -232,7 +233,7 @@ class DeribitConnection:
                 {
                     "grant_type": "client_credentials",
                     "client_id": client_id,
-                    "client_secret": secret.reveal(),
+                    "client_secret": secret.get_secret_value(),
                 },
             )
         await self.request("public/set_heartbeat", {"interval": self.settings.heartbeat_interval_s})

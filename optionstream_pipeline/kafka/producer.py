@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from pydantic import SecretStr
 
-from optionstream_pipeline.config import KafkaSettings, Secret, is_secret_property
+from optionstream_pipeline.config import KafkaSettings, is_secret_property
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ LATENCY_SAMPLES = 20_000
 STATISTICS_INTERVAL_MS = 5_000
 
 
-def producer_config(kafka: KafkaSettings, secrets: dict[str, Secret] | None = None) -> dict[str, Any]:
+def producer_config(kafka: KafkaSettings, secrets: dict[str, SecretStr] | None = None) -> dict[str, Any]:
     """librdkafka properties from the typed settings, then the passthrough, then the secrets.
 
     ``partitioner=murmur2_random`` puts a key on the same partition as the Java client would, so
@@ -46,7 +47,7 @@ def producer_config(kafka: KafkaSettings, secrets: dict[str, Secret] | None = No
         "statistics.interval.ms": STATISTICS_INTERVAL_MS,
     }
     config.update(kafka.librdkafka)
-    config.update({prop: secret.reveal() for prop, secret in (secrets or {}).items()})
+    config.update({prop: secret.get_secret_value() for prop, secret in (secrets or {}).items()})
     return config
 
 
@@ -84,7 +85,7 @@ class ProducerStats:
 class RecordProducer:
     """Produces keyed, timestamped records to one topic, in order, without dropping any."""
 
-    def __init__(self, kafka: KafkaSettings, secrets: dict[str, Secret] | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, secrets: dict[str, SecretStr] | None = None) -> None:
         self.topic = kafka.topic
         self.flush_timeout_s = kafka.flush_timeout_s
         self.delivery = DeliveryStats()

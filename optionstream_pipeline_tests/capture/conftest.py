@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -52,7 +51,7 @@ def capture_settings(url: str, bootstrap: str, topic: str, **overrides: Any) -> 
 
 def with_unchecked(settings: Settings, **deribit: Any) -> Settings:
     """Tests only: values below Deribit's own limits (e.g. a 1 s heartbeat), which validation refuses."""
-    return dataclasses.replace(settings, deribit=dataclasses.replace(settings.deribit, **deribit))
+    return settings.model_copy(update={"deribit": settings.deribit.model_copy(update=deribit)})
 
 
 @pytest.fixture
