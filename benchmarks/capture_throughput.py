@@ -67,9 +67,10 @@ async def run_forwarder(
     """Receive every frame and produce it as it is: the floor any capture client stands on."""
     from confluent_kafka import Producer
 
-    from optionstream_pipeline.capture.protocol import batched, encode_request
+    from optionstream_pipeline.capture.protocol import batched
     from optionstream_pipeline.capture.transport import open_transport
     from optionstream_pipeline.config import settings_from_mapping
+    from optionstream_pipeline.deribit.rpc import encode_request
     from optionstream_pipeline.kafka.admin import ensure_topic
     from optionstream_pipeline.kafka.producer import producer_config
 
@@ -184,7 +185,7 @@ def run_phase(phase: str, transport: str, url: str, bootstrap: str, seconds: flo
 
 
 def one_phase(args: argparse.Namespace) -> None:
-    from optionstream_pipeline.capture.public_api import fetch_option_names
+    from optionstream_pipeline.deribit.public_api import fetch_option_names
 
     instruments = asyncio.run(fetch_option_names(args.url))
     runner = run_forwarder if args.phase == "forwarder" else run_capture

@@ -12,12 +12,15 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from optionstream_pipeline.kafka.broker import EmbeddedBroker
+from optionstream_pipeline.simulator.server import SimulatorThread
+from optionstream_pipeline.simulator.settings import SimulatorSettings
 from optionstream_pipeline_tests.support.tcp_proxy import TcpProxy
 from optionstream_pipeline_tests.support.waiting import wait_until
 
@@ -107,6 +110,21 @@ def _partition_count(admin: AdminClient, topic: str) -> int:
     if described is None or described.error is not None:
         return 0
     return len(described.partitions)
+
+
+@pytest.fixture
+def simulator() -> Iterator[Callable[..., SimulatorThread]]:
+    """Start Deribit simulators (``simulator(max_instruments=20, ...)``); each stops after the test."""
+    started: list[SimulatorThread] = []
+
+    def start(**settings: Any) -> SimulatorThread:
+        sim = SimulatorThread(SimulatorSettings(**settings)).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
 
 
 @pytest.fixture

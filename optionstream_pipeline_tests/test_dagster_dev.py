@@ -35,7 +35,7 @@ from optionstream_pipeline.demo import cancel_capture_runs, stop_process_group
 from optionstream_pipeline.kafka.broker import free_port
 from optionstream_pipeline.simulator.server import SimulatorThread
 from optionstream_pipeline.simulator.settings import SimulatorSettings
-from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
@@ -221,7 +221,7 @@ def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_
         0.5,
         "observations with growing messages_in",
     )
-    with TopicReader(kafka_bootstrap, dagster_dev.env["OPTIONSTREAM_KAFKA__TOPIC"]) as reader:
+    with TopicLog(kafka_bootstrap, dagster_dev.env["OPTIONSTREAM_KAFKA__TOPIC"]) as reader:
         reader.read_until(lambda records: len(records) >= 20, 30, "captured books in Kafka")
 
     # Terminate from the API: CANCELED, and the sensor starts a replacement.

@@ -9,9 +9,9 @@ import signal
 import sys
 
 from optionstream_pipeline.capture.engine import CaptureEngine
-from optionstream_pipeline.capture.public_api import fetch_option_names
 from optionstream_pipeline.capture.stats import rates, status_line
 from optionstream_pipeline.config import ConfigError, Settings, load_settings
+from optionstream_pipeline.deribit.public_api import fetch_option_names
 from optionstream_pipeline.discovery.source import UniverseFileSource
 from optionstream_pipeline.kafka.admin import BrokerUnreachableError
 

@@ -1,10 +1,14 @@
 """One Deribit WebSocket connection: the thin I/O shell around the pure protocol code.
 
-A connection owns a shard of book channels and keeps them subscribed through anything the network
-or the exchange does: it says hello, authenticates when credentials exist, asks for heartbeats and
-answers every ``test_request``, subscribes in batches and reports each rejected channel, probes and
-then drops a silent connection, waits out maintenance, and reconnects with exponential backoff and
-jitter, resubscribing everything. Book notifications go straight to the sink's hot path.
+A connection carries one shard of the subscription table's books and keeps them subscribed through
+anything the network or the exchange does: it says hello, authenticates when credentials exist,
+asks for heartbeats and answers every ``test_request``, subscribes in batches and reports each
+rejected channel, probes and then drops a silent connection, waits out maintenance, and reconnects
+with exponential backoff and jitter, resubscribing everything. Book notifications go straight to the sink's hot path.
+
+Which books it carries, and which the exchange confirmed or refused, live in the engine's
+:class:`~optionstream_pipeline.capture.subscriptions.SubscriptionTable`: the connection reads its
+shard there and writes what its sessions learn back, so no second copy of those facts exists.
 """
 
 from __future__ import annotations
@@ -21,15 +25,9 @@ import msgspec
 from pydantic import SecretStr
 
 from optionstream_pipeline import __version__
-from optionstream_pipeline.capture.protocol import (
-    Backoff,
-    RpcError,
-    batched,
-    encode_request,
-    error_from_reply,
-    rejected_channels,
-)
-from optionstream_pipeline.capture.records import BookData, decode_book_notification, encode_capture_meta
+from optionstream_pipeline.capture.frames import BookData, decode_book_notification
+from optionstream_pipeline.capture.protocol import Backoff, batched, rejected_channels
+from optionstream_pipeline.capture.subscriptions import SubscriptionTable
 from optionstream_pipeline.capture.transport import Transport, TransportError, open_transport
 from optionstream_pipeline.config import DeribitSettings
 from optionstream_pipeline.deribit.protocol import (
@@ -39,6 +37,8 @@ from optionstream_pipeline.deribit.protocol import (
     ErrorCode,
     book_channel,
 )
+from optionstream_pipeline.deribit.rpc import RpcError, encode_request, error_from_reply
+from optionstream_pipeline.records.book import encode_capture_meta
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class DeribitConnection:
         settings: DeribitSettings,
         interval: str,
         sink: BookSink,
+        table: SubscriptionTable,
         capture_id: str,
         credentials: tuple[str, SecretStr] | None = None,
         follow_instrument_state: bool = False,
@@ -108,10 +109,8 @@ class DeribitConnection:
         self.sink = sink
         self.credentials = credentials
         self.follow_instrument_state = follow_instrument_state
-        self.capture_raw = encode_capture_meta({"id": capture_id, "connection": index})
-        self.instruments: set[str] = set()  # wanted
-        self.subscribed: set[str] = set()  # confirmed by the exchange
-        self.rejected: set[str] = set()
+        self.table = table
+        self.capture_raw = encode_capture_meta(capture_id, index)
         self.counters = ConnectionCounters()
         self.connected = False
         self.maintenance = False
@@ -125,23 +124,22 @@ class DeribitConnection:
 
     # -- public, called on the event loop ----------------------------------------------------
 
-    def add(self, instruments: Iterable[str]) -> None:
-        new = set(instruments) - self.instruments
-        self.instruments |= new
-        if new and self.connected:
-            self._spawn(self._subscribe(sorted(new)))
+    def subscribe(self, instruments: Iterable[str]) -> None:
+        """Books newly placed on this shard; a session not up yet subscribes them when it starts."""
+        if self.connected:
+            self._spawn(self._subscribe(sorted(instruments)))
 
-    def remove(self, instruments: Iterable[str]) -> None:
-        gone = set(instruments) & self.instruments
-        self.instruments -= gone
-        self.rejected -= {book_channel(name, self.interval) for name in gone}
-        if gone and self.connected:
-            self._spawn(self._unsubscribe(sorted(gone)))
+    def unsubscribe(self, instruments: Iterable[str]) -> None:
+        """Books no longer followed here (already gone from the table)."""
+        if self.connected:
+            self._spawn(self._unsubscribe(sorted(instruments)))
 
-    def resync(self, instruments: list[str], reason: str) -> None:
+    def resync(self, instruments: Iterable[str], reason: str) -> None:
         """Unsubscribe and subscribe these books, for fresh snapshots; the others keep flowing."""
-        wanted = sorted(set(instruments) & self.instruments)
-        if self.connected and wanted:
+        if not self.connected:
+            return  # the next session subscribes them afresh anyway
+        wanted = self.table.resyncing(self.index, instruments)
+        if wanted:
             self.sink.on_resync(wanted, self, reason)
             self._spawn(self._resubscribe(wanted))
 
@@ -240,12 +238,13 @@ class DeribitConnection:
         self.connected = True
         extra = [PLATFORM_STATE_CHANNEL] + ([INSTRUMENT_STATE_CHANNEL] if self.follow_instrument_state else [])
         await self._request_with_retry("public/subscribe", {"channels": extra})
-        await self._subscribe(sorted(self.instruments))
+        await self._subscribe(self.table.members(self.index))
+        on_shard = [self.table.get(name) for name in self.table.members(self.index)]
         log.info(
             "connection %d: %d book channels subscribed, %d rejected",
             self.index,
-            len(self.subscribed),
-            len(self.rejected),
+            sum(1 for entry in on_shard if entry is not None and entry.subscribed),
+            sum(1 for entry in on_shard if entry is not None and entry.rejected),
         )
 
     def _end_session(self, reason: str) -> str:
@@ -258,8 +257,7 @@ class DeribitConnection:
             task.cancel()
         self._session_tasks.clear()
         self._fail_pending("connection closed")
-        lost = sorted(self.subscribed)
-        self.subscribed.clear()
+        lost = self.table.connection_lost(self.index)
         if lost:
             self.sink.on_disconnected(lost, self, reason)
         return reason
@@ -337,7 +335,7 @@ class DeribitConnection:
         elif self.maintenance and not locked:
             # Books may have moved while the platform was locked: take fresh snapshots of all.
             log.warning("connection %d: Deribit platform unlocked; resubscribing every book", self.index)
-            self.resync(sorted(self.instruments), "platform unlocked after maintenance")
+            self.resync(self.table.members(self.index), "platform unlocked after maintenance")
         self.maintenance = locked
 
     def _resolve(self, request_id: int, message: dict[str, Any]) -> None:
@@ -395,29 +393,28 @@ class DeribitConnection:
     # -- subscriptions ------------------------------------------------------------------------
 
     async def _subscribe(self, instruments: list[str]) -> None:
-        channels = [book_channel(name, self.interval) for name in instruments if name in self.instruments]
+        mine = [name for name in instruments if self.table.shard_of(name) == self.index]
+        channels = [book_channel(name, self.interval) for name in mine]
         for batch in batched(channels, self.settings.subscribe_batch_size):
             try:
                 result = await self._request_with_retry("public/subscribe", {"channels": batch})
             except RpcError as exc:
-                self.rejected.update(batch)
+                self.table.reject(self.index, _names(batch), str(exc))
                 self.sink.on_rejected(batch, self, str(exc))
                 continue
             refused = rejected_channels(batch, result)
-            accepted = [channel for channel in batch if channel not in refused]
-            names = [channel.split(".")[1] for channel in accepted]
-            removed_meanwhile = [name for name in names if name not in self.instruments]
-            if removed_meanwhile:  # remove() ran while this subscribe was in flight: undo it
+            accepted = _names(channel for channel in batch if channel not in refused)
+            removed_meanwhile = self.table.confirm(self.index, accepted)
+            if removed_meanwhile:  # unsubscribe() ran while this subscribe was in flight: undo it
                 self._spawn(self._unsubscribe(removed_meanwhile))
-            self.subscribed.update(names)
-            self.rejected.difference_update(accepted)
-            self.sink.on_subscribed(names, self)
+            self.sink.on_subscribed(accepted, self)
             if refused:
-                self.rejected.update(refused)
-                self.sink.on_rejected(refused, self, "left out of the subscribe result by Deribit")
+                reason = "left out of the subscribe result by Deribit"
+                self.table.reject(self.index, _names(refused), reason)
+                self.sink.on_rejected(refused, self, reason)
 
     async def _unsubscribe(self, instruments: list[str]) -> None:
-        self.subscribed.difference_update(instruments)  # no disconnect marker for a book we are leaving
+        self.table.unsubscribing(self.index, instruments)  # no disconnect marker for a book we are leaving
         channels = [book_channel(name, self.interval) for name in instruments]
         for batch in batched(channels, self.settings.subscribe_batch_size):
             await self._request_with_retry("public/unsubscribe", {"channels": batch})
@@ -470,3 +467,8 @@ class DeribitConnection:
 
     def _count_error(self, code: int) -> None:
         self.counters.errors_by_code[code] = self.counters.errors_by_code.get(code, 0) + 1
+
+
+def _names(channels: Iterable[str]) -> list[str]:
+    """``book.NAME.interval`` -> ``NAME`` (instrument names contain no dots)."""
+    return [channel.split(".")[1] for channel in channels]

@@ -23,14 +23,20 @@ from typing import Any
 import msgspec
 
 from optionstream_pipeline.capture.connection import DeribitConnection
+from optionstream_pipeline.capture.frames import BookData
 from optionstream_pipeline.capture.metrics import serve_metrics
-from optionstream_pipeline.capture.protocol import ShardPlan
-from optionstream_pipeline.capture.records import BookData, encode_book_record, encode_capture_meta, encode_marker
-from optionstream_pipeline.capture.sequencer import BookSequencer, Verdict
 from optionstream_pipeline.capture.stats import CaptureStats, EngineCounters, collect_stats, rates
+from optionstream_pipeline.capture.subscriptions import ENDED_STATES, SubscriptionTable, Verdict
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.kafka.admin import ensure_topic
 from optionstream_pipeline.kafka.producer import RecordProducer, redacted
+from optionstream_pipeline.records.book import (
+    encode_capture_meta,
+    encode_change,
+    encode_gap,
+    encode_marker,
+    encode_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +68,15 @@ class CaptureEngine:
     ) -> None:
         self.settings = settings
         self.capture_id = uuid.uuid4().hex[:12]
-        self._capture_raw = encode_capture_meta({"id": self.capture_id})
+        self._capture_raw = encode_capture_meta(self.capture_id)
         self.interval = resolve_interval(settings)
         self.counters = EngineCounters()
-        self.sequencer = BookSequencer()
-        self.last_update_us: dict[str, int] = {}
-        self.instruments: set[str] = set()
+        deribit = settings.deribit
+        self.table = SubscriptionTable(deribit.channels_per_connection, deribit.max_connections)
         self.started_at = time.time()
         self._initial = set(instruments)
         self._source = instrument_source
         self._source_refresh_s = source_refresh_s
-        self._snapshot_reason: dict[str, str] = {}
-        self._plan = ShardPlan(settings.deribit.channels_per_connection, settings.deribit.max_connections)
         self._connections: list[DeribitConnection] = []
         self._connection_tasks: list[asyncio.Task[None]] = []
         self._credentials = settings.deribit_credentials()
@@ -128,7 +131,7 @@ class CaptureEngine:
             log.info(
                 "capture %s: %d instruments over %d connections, %s books -> %s",
                 self.capture_id,
-                len(self.instruments),
+                len(self.table),
                 len(self._connections),
                 self.interval,
                 kafka.topic,
@@ -195,22 +198,26 @@ class CaptureEngine:
             return
         loop.call_soon_threadsafe(self._apply_instruments, wanted)
 
+    @property
+    def instruments(self) -> set[str]:
+        """The instruments followed now."""
+        return self.table.names()
+
     def _apply_instruments(self, wanted: set[str]) -> None:
-        added, removed = wanted - self.instruments, self.instruments - wanted
-        self.instruments = wanted  # first: frames of removed books are dropped from here on
-        for index, names in self._plan.remove(removed).items():
-            self._connections[index].remove(names)
+        changes = self.table.follow(wanted)  # first: frames of removed books are dropped from here on
+        for index, names in changes.removed.items():
+            self._connections[index].unsubscribe(names)
             for name in names:
                 self._emit_marker("unsubscribed", name, "left the universe")
-                self.sequencer.forget(name)
-                self.last_update_us.pop(name, None)
-                self._snapshot_reason.pop(name, None)
-        for index, names in self._plan.assign(added).items():
-            for name in names:
-                self._snapshot_reason[name] = "subscribe"
-            self._connection(index).add(names)
-        if added or removed:
-            log.info("universe: +%d -%d instruments, %d followed", len(added), len(removed), len(wanted))
+        for index, names in changes.added.items():
+            self._connection(index).subscribe(names)
+        if changes:
+            log.info(
+                "universe: +%d -%d instruments, %d followed",
+                sum(map(len, changes.added.values())),
+                sum(map(len, changes.removed.values())),
+                len(self.table),
+            )
 
     def _connection(self, index: int) -> DeribitConnection:
         while index >= len(self._connections):
@@ -220,6 +227,7 @@ class CaptureEngine:
                 self.settings.deribit,
                 self.interval,
                 self,
+                self.table,
                 self.capture_id,
                 self._credentials,
                 follow_instrument_state=position == 0,
@@ -232,7 +240,7 @@ class CaptureEngine:
         while True:
             await asyncio.sleep(self._source_refresh_s)
             wanted = await self._read_source(at_start=False)
-            if wanted and wanted != self.instruments:
+            if wanted and wanted - self.table.expired != self.table.names():
                 self._apply_instruments(wanted)
 
     async def _read_source(self, at_start: bool) -> set[str]:
@@ -246,10 +254,10 @@ class CaptureEngine:
         try:
             wanted = set(await asyncio.to_thread(self._source))
         except Exception as exc:
-            log.error("instrument source failed (%s); keeping the %d instruments followed", exc, len(self.instruments))
+            log.error("instrument source failed (%s); keeping the %d instruments followed", exc, len(self.table))
             return set()
         if not wanted and not at_start:
-            log.error("instrument source is empty; keeping the %d instruments followed", len(self.instruments))
+            log.error("instrument source is empty; keeping the %d instruments followed", len(self.table))
         return wanted
 
     # -- the hot path (BookSink) --------------------------------------------------------------
@@ -258,48 +266,62 @@ class CaptureEngine:
         counters = self.counters
         counters.messages_in += 1
         instrument = data.instrument_name
-        if instrument not in self.instruments:  # in flight while it was being unsubscribed
-            counters.dropped_unfollowed += 1
-            return True
-        verdict = self.sequencer.check(instrument, data.change_id, data.prev_change_id)
+        verdict = self.table.on_book(instrument, data.change_id, data.prev_change_id, local_timestamp_us)
         if verdict is Verdict.CHANGE:
-            value = encode_book_record(data, "change", self.interval, local_timestamp_us, capture)
+            value = encode_change(
+                instrument,
+                self.interval,
+                data.timestamp,
+                local_timestamp_us,
+                data.change_id,
+                data.prev_change_id,
+                data.bids,
+                data.asks,
+                capture,
+            )
         elif verdict is Verdict.SNAPSHOT:
-            reason = self._snapshot_reason.pop(instrument, "subscribe")
-            value = encode_book_record(data, "snapshot", self.interval, local_timestamp_us, capture, reason)
+            value = encode_snapshot(
+                instrument,
+                self.interval,
+                data.timestamp,
+                local_timestamp_us,
+                data.change_id,
+                data.bids,
+                data.asks,
+                capture,
+                self.table.snapshot_reason,
+            )
         elif verdict is Verdict.GAP:
             return self._on_gap(instrument, data, local_timestamp_us, capture)
-        else:
+        elif verdict is Verdict.DROP:
             counters.dropped_awaiting_snapshot += 1
             return True
-        self.last_update_us[instrument] = local_timestamp_us
+        else:  # in flight while it was being unsubscribed
+            counters.dropped_unfollowed += 1
+            return True
         return self._producer.offer(instrument, value, data.timestamp)
 
     def _on_gap(self, instrument: str, data: BookData, local_us: int, capture: msgspec.Raw) -> bool:
         self.counters.gaps += 1
-        gap = self.sequencer.last_gap
+        gap = self.table.last_gap
         log.warning(
             "gap on %s: prev_change_id %s, expected %s; resyncing this instrument only",
             instrument,
             gap.prev_change_id,
             gap.expected_prev_change_id,
         )
-        value = encode_marker(
-            "gap",
+        value = encode_gap(
             instrument,
             self.interval,
+            data.timestamp,
             local_us,
+            gap.change_id,
+            gap.prev_change_id,
+            gap.expected_prev_change_id,
             capture,
-            "change_id gap",
-            exchange_timestamp_ms=data.timestamp,
-            change_id=gap.change_id,
-            prev_change_id=gap.prev_change_id,
-            expected_prev_change_id=gap.expected_prev_change_id,
         )
         accepted = self._producer.offer(instrument, value, data.timestamp)
-        index = self._plan.owner(instrument)
-        if index is not None:
-            self._connections[index].resync([instrument], "change_id gap")
+        self._connections[self.table.shard_of(instrument)].resync([instrument], "change_id gap")
         return accepted
 
     async def wait_for_capacity(self) -> None:
@@ -346,21 +368,23 @@ class CaptureEngine:
         log.warning("connection %d: %d channels rejected (%s): %s", connection.index, len(channels), reason, shown)
 
     def on_disconnected(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None:
+        """The table already marked these books stale; say so downstream."""
         for name in instruments:
-            if name not in self.instruments:
-                continue
-            self.sequencer.await_snapshot(name)
-            self._snapshot_reason[name] = "reconnect"
             self._emit_marker("disconnect", name, reason)
 
     def on_resync(self, instruments: list[str], connection: DeribitConnection, reason: str) -> None:
         self.counters.resyncs += len(instruments)
-        for name in instruments:
-            self._snapshot_reason[name] = "resync"
         log.info("connection %d: resyncing %d books (%s)", connection.index, len(instruments), reason)
 
     def on_instrument_state(self, data: dict[str, Any]) -> None:
-        log.info("instrument %s: %s", data.get("instrument_name"), data.get("state"))
+        """An instrument Deribit ended is unsubscribed at once, without waiting for the universe."""
+        name, state = data.get("instrument_name"), data.get("state")
+        log.info("instrument %s: %s", name, state)
+        if state in ENDED_STATES and isinstance(name, str):
+            shard = self.table.expire(name)
+            if shard is not None:
+                self._connections[shard].unsubscribe([name])
+                self._emit_marker("unsubscribed", name, f"expired ({state})")
 
     def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None:
         self.counters.malformed_frames += 1
@@ -368,7 +392,7 @@ class CaptureEngine:
 
     def _emit_marker(self, record_type: str, instrument: str, reason: str) -> None:
         now_us = time.time_ns() // 1000
-        value = encode_marker(record_type, instrument, self.interval, now_us, self._capture_raw, reason)
+        value = encode_marker(record_type, instrument, self.interval, now_us, reason, self._capture_raw)
         self.counters.markers += 1
         # Markers go through the same in-order path; if the queue is full they wait in overflow.
         self._producer.offer(instrument, value, now_us // 1000)

@@ -1,15 +1,16 @@
-"""Capture counters: the engine's own, the connections', and librdkafka's, in one snapshot.
+"""Capture counters: the engine's own, the connections', the subscription table's and librdkafka's, in one snapshot.
 
 :class:`CaptureStats` is what every view of capture reads: the terminal status line, the periodic
-structured log line, the Prometheus endpoint and the Dagster observations. Rates are derived
-from two snapshots (:func:`rates`), so the hot path only increments integers.
+structured log line, the Prometheus endpoint and the Dagster observations. Its metric fields are
+declared once, with their kind and help text (:data:`METRICS`). Rates are derived from two
+snapshots (:func:`rates`), so the hot path only increments integers.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,49 +32,67 @@ class EngineCounters:
     dropped_unfollowed: int = 0
 
 
+COUNTER = "counter"
+GAUGE = "gauge"
+
+
+def _counter(help_text: str) -> Any:
+    return field(metadata={"metric": COUNTER, "help": help_text})
+
+
+def _gauge(help_text: str) -> Any:
+    return field(metadata={"metric": GAUGE, "help": help_text})
+
+
 @dataclass
 class CaptureStats:
-    """Everything a person or a dashboard wants to know about a capture, at one moment."""
+    """Everything a person or a dashboard wants to know about a capture, at one moment.
+
+    A field declared with ``_counter`` or ``_gauge`` is a metric: the Prometheus endpoint and the
+    Dagster observation both derive theirs from these declarations (:data:`METRICS`), so a new
+    counter is added here once and shows up everywhere.
+    """
 
     capture_id: str
     taken_at: float
     uptime_s: float
     interval: str
-    instruments: int
-    instruments_subscribed: int
-    instruments_live: int  # with an update in the last minute
-    connections: int
-    connections_up: int
-    messages_in: int
-    messages_out: int
-    delivered: int
-    delivery_failed: int
-    in_flight: int
-    waiting_in_overflow: int
-    gaps: int
-    resyncs: int
-    reconnects: int
-    rejected_channels: int
-    rejected_now: int
-    malformed_frames: int
-    errors_without_id: int
-    rate_limited: int
-    stale_disconnects: int
-    probes_sent: int
-    heartbeats_answered: int
-    maintenance: bool
-    dropped_awaiting_snapshot: int
-    dropped_unfollowed: int
-    backpressure_pauses: int
-    markers: int
-    delivery_p50_ms: float | None
-    delivery_p99_ms: float | None
-    oldest_update_age_s: float | None
-    batch_size_avg_bytes: float
-    batch_messages_avg: float
-    compression_ratio: float
-    brokers_up: int
-    last_error: str | None
+    instruments: int = _gauge("Instruments followed")
+    instruments_subscribed: int = _gauge("Instruments with a confirmed subscription")
+    instruments_awaiting_snapshot: int = _gauge("Instruments waiting for a snapshot (new, after a gap or a reconnect)")
+    instruments_live: int = _gauge("Instruments updated in the last minute")
+    connections: int = _gauge("WebSocket connections (shards) of the capture")
+    connections_up: int = _gauge("WebSocket connections up")
+    messages_in: int = _counter("Book notifications received from Deribit")
+    messages_out: int = _counter("Records handed to the Kafka producer")
+    delivered: int = _counter("Records acknowledged by Kafka")
+    delivery_failed: int = _counter("Records Kafka failed to deliver (lost)")
+    in_flight: int = _gauge("Records in the producer queue, not yet acknowledged")
+    waiting_in_overflow: int = _gauge("Records waiting for room in the producer queue")
+    gaps: int = _counter("change_id gaps detected")
+    resyncs: int = _counter("Per-instrument resynchronizations")
+    reconnects: int = _counter("WebSocket reconnects")
+    rejected_channels: int = _counter("Channels Deribit refused or left out of a subscribe result")
+    rejected_now: int = _gauge("Channels currently rejected")
+    malformed_frames: int = _counter("Frames that could not be parsed")
+    errors_without_id: int = _counter("Deribit error messages that answered no request")
+    rate_limited: int = _counter("Requests answered with 10028 too_many_requests")
+    stale_disconnects: int = _counter("Connections dropped by the silence watchdog")
+    probes_sent: int = _counter("public/test probes sent to silent connections")
+    heartbeats_answered: int = _counter("Deribit test_request heartbeats answered")
+    maintenance: bool = _gauge("1 while Deribit reports the platform locked")
+    dropped_awaiting_snapshot: int = _counter("Changes dropped while waiting for a resync snapshot")
+    dropped_unfollowed: int = _counter("Frames of books already left, in flight during an unsubscribe")
+    backpressure_pauses: int = _counter("Times reading paused because the producer queue was full")
+    markers: int = _counter("gap, disconnect and unsubscribed markers written")
+    batch_size_avg_bytes: float = _gauge("Average produced batch size (bytes)")
+    batch_messages_avg: float = _gauge("Average records per produced batch")
+    compression_ratio: float = _gauge("Record bytes over wire bytes")
+    brokers_up: int = _gauge("Kafka brokers the producer is connected to")
+    delivery_p50_ms: float | None = None
+    delivery_p99_ms: float | None = None
+    oldest_update_age_s: float | None = None
+    last_error: str | None = None
     deribit_errors: dict[int, int] = field(default_factory=dict)  # Deribit error code -> times seen
     update_age_s: dict[str, float] = field(default_factory=dict)
 
@@ -82,6 +101,22 @@ class CaptureStats:
         if not with_instruments:
             data.pop("update_age_s")
         return data
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One scalar metric of :class:`CaptureStats`: its attribute name, kind and help text."""
+
+    name: str
+    kind: str  # COUNTER (only grows within one capture) or GAUGE
+    help: str
+
+
+METRICS: tuple[Metric, ...] = tuple(
+    Metric(spec.name, spec.metadata["metric"], spec.metadata["help"])
+    for spec in fields(CaptureStats)
+    if "metric" in spec.metadata
+)
 
 
 LIVE_WITHIN_S = 60.0
@@ -93,7 +128,8 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
     counters = engine.counters
     connections = engine.connections
     producer = engine.producer
-    ages = {name: (now_us - seen) / 1e6 for name, seen in list(engine.last_update_us.items())}
+    followed = engine.table.instruments()
+    ages = {entry.name: (now_us - entry.last_update_us) / 1e6 for entry in followed if entry.last_update_us}
     latencies = sorted(list(producer.delivery.latencies_s)) if producer else []
     stats = producer.stats if producer else None
     return CaptureStats(
@@ -101,8 +137,9 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         taken_at=now,
         uptime_s=now - engine.started_at,
         interval=engine.interval,
-        instruments=len(engine.instruments),
-        instruments_subscribed=sum(len(c.subscribed) for c in connections),
+        instruments=len(followed),
+        instruments_subscribed=sum(1 for entry in followed if entry.subscribed),
+        instruments_awaiting_snapshot=sum(1 for entry in followed if entry.awaiting_snapshot),
         instruments_live=sum(1 for age in ages.values() if age <= LIVE_WITHIN_S),
         connections=len(connections),
         connections_up=sum(1 for c in connections if c.connected),
@@ -116,7 +153,7 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         resyncs=counters.resyncs,
         reconnects=sum(c.counters.reconnects for c in connections),
         rejected_channels=counters.rejected_channels,
-        rejected_now=sum(len(c.rejected) for c in connections),
+        rejected_now=sum(1 for entry in followed if entry.rejected),
         malformed_frames=counters.malformed_frames,
         errors_without_id=sum(c.counters.errors_without_id for c in connections),
         rate_limited=sum(c.counters.rate_limited for c in connections),
@@ -128,13 +165,13 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         dropped_unfollowed=counters.dropped_unfollowed,
         backpressure_pauses=counters.backpressure_pauses,
         markers=counters.markers,
-        delivery_p50_ms=_percentile_ms(latencies, 0.50),
-        delivery_p99_ms=_percentile_ms(latencies, 0.99),
-        oldest_update_age_s=max(ages.values()) if ages else None,
         batch_size_avg_bytes=stats.batch_size_avg if stats else 0.0,
         batch_messages_avg=stats.batch_count_avg if stats else 0.0,
         compression_ratio=stats.compression_ratio if stats else 0.0,
         brokers_up=stats.brokers_up if stats else 0,
+        delivery_p50_ms=_percentile_ms(latencies, 0.50),
+        delivery_p99_ms=_percentile_ms(latencies, 0.99),
+        oldest_update_age_s=max(ages.values()) if ages else None,
         last_error=next((c.counters.last_error for c in connections if c.counters.last_error), None),
         deribit_errors=_sum_counts(c.counters.errors_by_code for c in connections),
         update_age_s=ages,

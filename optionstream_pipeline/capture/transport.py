@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -26,11 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from optionstream_pipeline import __version__
-
-# websockets logs every frame at DEBUG, public/auth's client_secret included: its logger here is
-# held at INFO so that no log level ever prints a frame.
-FRAME_LOGGER = logging.getLogger("optionstream_pipeline.capture.websocket")
-FRAME_LOGGER.setLevel(logging.INFO)
+from optionstream_pipeline.deribit.rpc import FRAME_LOGGER
 
 FrameHandler = Callable[[bytes], bool]
 CapacityWaiter = Callable[[], Awaitable[None]]

@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from optionstream_pipeline.capture.public_api import fetch_instruments
 from optionstream_pipeline.config import Settings
+from optionstream_pipeline.deribit.public_api import fetch_instruments
 from optionstream_pipeline.discovery.filters import Listing, parse_listing, select_instruments
 from optionstream_pipeline.discovery.store import UniverseChange, UniverseStore
 from optionstream_pipeline.discovery.underlying import underlying_price

@@ -12,7 +12,7 @@ import logging
 import statistics
 from collections.abc import Sequence
 
-from optionstream_pipeline.capture.public_api import fetch_index_price
+from optionstream_pipeline.deribit.public_api import fetch_index_price
 from optionstream_pipeline.discovery.filters import Listing
 
 log = logging.getLogger(__name__)

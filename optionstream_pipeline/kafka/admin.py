@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -15,14 +16,19 @@ class BrokerUnreachableError(ConnectionError):
     """No Kafka broker answered; the message names the bootstrap servers tried."""
 
 
-def admin_client(client_config: dict[str, Any]) -> AdminClient:
-    """An AdminClient sharing the producer's connection and security properties."""
-    keep = {
+def connection_properties(client_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties every client needs to reach the cluster (servers, security, client id), and
+    nothing producer- or consumer-specific, so that one configuration serves every kind of client."""
+    return {
         key: value
         for key, value in client_config.items()
         if key == "bootstrap.servers" or key.startswith(("security.", "sasl.", "ssl.", "client."))
     }
-    return AdminClient(keep)
+
+
+def admin_client(client_config: Mapping[str, Any]) -> AdminClient:
+    """An AdminClient sharing the producer's connection and security properties."""
+    return AdminClient(connection_properties(client_config))
 
 
 def ensure_topic(

@@ -1,15 +1,17 @@
 """Capture counters as the flat numbers a Dagster observation carries (plain Python, no Dagster).
 
-The op turns these into ``AssetObservation`` metadata on the Kafka topic asset, the UI plots each
-numeric key over time, and the asset checks read the same keys back. No secrets: only counters,
-rates, ages and instrument counts, plus the capture id, book interval and topic name.
+Every metric of :data:`~optionstream_pipeline.capture.stats.METRICS` (the same ones Prometheus
+serves), plus rates, latencies, update ages and coverage. The op turns these into
+``AssetObservation`` metadata on the Kafka topic asset, the UI plots each numeric key over time, and
+the asset checks read the same keys back. No secrets: only counters, rates, ages and instrument
+counts, plus the capture id, book interval and topic name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from optionstream_pipeline.capture.stats import CaptureStats, rates
+from optionstream_pipeline.capture.stats import METRICS, CaptureStats, rates
 
 MESSAGES_IN = "messages_in"
 GAPS = "gaps"
@@ -20,26 +22,6 @@ OLDEST_UPDATE_AGE_S = "oldest_update_age_s"
 CAPTURE_ID = "capture_id"
 SILENT_INSTRUMENTS = "instruments_without_data"
 
-_COUNTERS = (
-    "messages_in",
-    "messages_out",
-    "delivered",
-    "delivery_failed",
-    "in_flight",
-    "gaps",
-    "resyncs",
-    "reconnects",
-    "rejected_channels",
-    "rejected_now",
-    "malformed_frames",
-    "rate_limited",
-    "stale_disconnects",
-    "instruments_subscribed",
-    "instruments_live",
-    "connections",
-    "connections_up",
-    "brokers_up",
-)
 SILENT_SHOWN = 20
 
 Value = int | float | str
@@ -49,7 +31,7 @@ def observation_values(
     after: CaptureStats, before: CaptureStats | None, followed: Collection[str], topic: str
 ) -> dict[str, Value]:
     """Counters, per-second rates since ``before``, update ages and coverage of ``followed``."""
-    values: dict[str, Value] = {name: int(getattr(after, name)) for name in _COUNTERS}
+    values: dict[str, Value] = {metric.name: _number(getattr(after, metric.name)) for metric in METRICS}
     rate = rates(before or after, after)
     values |= {
         "messages_in_per_s": round(rate.messages_in_per_s, 2),
@@ -71,6 +53,11 @@ def observation_values(
     values[SILENT_INSTRUMENTS] = _shown(silent)
     values |= {CAPTURE_ID: after.capture_id, "interval": after.interval, "topic": topic}
     return values
+
+
+def _number(value: float | int | bool) -> int | float:
+    """Flags as 0/1 and whole numbers as integers, so that the UI plots every metric."""
+    return round(value, 3) if isinstance(value, float) else int(value)
 
 
 def _shown(names: list[str]) -> str:

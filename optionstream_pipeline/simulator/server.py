@@ -20,7 +20,7 @@ from typing import TypeVar
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from optionstream_pipeline.capture.transport import FRAME_LOGGER
+from optionstream_pipeline.deribit.rpc import FRAME_LOGGER
 from optionstream_pipeline.simulator.exchange import DataSource, Exchange, MarketSource, Session, SessionInfo
 from optionstream_pipeline.simulator.faults import Faults, Lifecycle, register_control_methods
 from optionstream_pipeline.simulator.load import LoadSource

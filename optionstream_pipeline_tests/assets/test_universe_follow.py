@@ -36,7 +36,7 @@ def discover(optionstream: OptionStreamSettings, instance: DagsterInstance) -> d
 
 
 def subscribed(engine: CaptureEngine) -> set[str]:
-    return set().union(*(connection.subscribed for connection in engine.connections))
+    return {entry.name for entry in engine.table.instruments() if entry.subscribed}
 
 
 def simulator_books(sim: SimulatorThread) -> set[str]:

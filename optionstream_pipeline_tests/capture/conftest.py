@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
 import jsonschema
-import pytest
+import msgspec
 
 from optionstream_pipeline.capture.engine import CaptureEngine, EngineThread
 from optionstream_pipeline.config import Settings, settings_from_mapping
 from optionstream_pipeline.consume.books import BookBuilder
+from optionstream_pipeline.kafka.reader import TopicRecord
+from optionstream_pipeline.records import BookRecord
 from optionstream_pipeline.simulator.server import SimulatorThread
-from optionstream_pipeline.simulator.settings import SimulatorSettings
-from optionstream_pipeline_tests.support.kafka_reading import ReadRecord, TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 SCHEMA = json.loads(resources.files("optionstream_pipeline.schemas").joinpath("book-record.schema.json").read_text())
@@ -54,20 +55,6 @@ def with_unchecked(settings: Settings, **deribit: Any) -> Settings:
     return settings.model_copy(update={"deribit": settings.deribit.model_copy(update=deribit)})
 
 
-@pytest.fixture
-def simulator() -> Iterator[Callable[..., SimulatorThread]]:
-    started: list[SimulatorThread] = []
-
-    def start(**settings: Any) -> SimulatorThread:
-        sim = SimulatorThread(SimulatorSettings(**settings)).start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
-
-
 @contextmanager
 def running_capture(settings: Settings, instruments: list[str], **engine_args: Any) -> Iterator[EngineThread]:
     thread = EngineThread(CaptureEngine(settings, instruments, **engine_args)).start()
@@ -86,23 +73,23 @@ def wait_subscribed(thread: EngineThread, count: int, timeout: float = 20) -> No
     )
 
 
-def settle_and_read(sim: SimulatorThread, reader: TopicReader, instruments: list[str], timeout: float = 30):
+def settle_and_read(sim: SimulatorThread, reader: TopicLog, instruments: list[str], timeout: float = 30):
     """Freeze the market, then read until every instrument's last record is at the final truth."""
     sim.market.pause()
     wait_until(sim.market.is_settled, 10, message="simulator flushed its last 100ms updates")
     final = {name: sim.market.book(name, "100ms").change_id for name in instruments}
 
-    def caught_up(records: list[ReadRecord]) -> bool:
+    def caught_up(records: list[TopicRecord]) -> bool:
         last: dict[str, int] = {}
         for record in records:
-            if "change_id" in record.value and record.value["type"] in ("snapshot", "change"):
-                last[record.key] = record.value["change_id"]
+            if record.record.type in ("snapshot", "change"):
+                last[record.key] = record.record.change_id
         return all(last.get(name) == change_id for name, change_id in final.items())
 
     return reader.read_until(caught_up, timeout, "every instrument at its final change_id")
 
 
-def check_books_against_truth(records: list[ReadRecord], sim: SimulatorThread, interval: str = "100ms") -> int:
+def check_books_against_truth(records: list[TopicRecord], sim: SimulatorThread, interval: str = "100ms") -> int:
     """Rebuild books from the records; after every record, the book must equal the exchange's truth.
 
     Returns how many book states were compared (history older than the simulator keeps is skipped).
@@ -110,8 +97,8 @@ def check_books_against_truth(records: list[ReadRecord], sim: SimulatorThread, i
     builder = BookBuilder(strict=True)
     compared = 0
     for record in records:
-        book = builder.apply(record.value)
-        if book is None or not book.valid or record.value["type"] not in ("snapshot", "change"):
+        book = builder.apply(record.record)
+        if book is None or not book.valid or record.record.type not in ("snapshot", "change"):
             continue
         truth = sim.market.book_at(record.key, interval, book.change_id)
         if truth is None:
@@ -126,21 +113,21 @@ def check_books_against_truth(records: list[ReadRecord], sim: SimulatorThread, i
     return compared
 
 
-def check_record_envelope(records: list[ReadRecord]) -> None:
+def check_record_envelope(records: list[TopicRecord]) -> None:
     """Schema, key, Kafka timestamp, and one partition per instrument."""
     validator = jsonschema.Draft202012Validator(SCHEMA)
     partitions: dict[str, set[int]] = defaultdict(set)
     for record in records:
-        validator.validate(record.value)
-        assert record.key == record.value["instrument"]
-        if "exchange_timestamp_ms" in record.value:
-            assert record.timestamp_ms == record.value["exchange_timestamp_ms"]
+        validator.validate(msgspec.json.decode(record.value))
+        assert record.key == record.record.instrument
+        if record.record.type in ("snapshot", "change", "gap"):
+            assert record.timestamp_ms == record.record.exchange_timestamp_ms
         partitions[record.key].add(record.partition)
     assert all(len(found) == 1 for found in partitions.values()), "an instrument spans partitions"
 
 
-def by_instrument(records: list[ReadRecord]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def by_instrument(records: list[TopicRecord]) -> dict[str, list[BookRecord]]:
+    grouped: dict[str, list[BookRecord]] = defaultdict(list)
     for record in records:
-        grouped[record.key].append(record.value)
+        grouped[record.key].append(record.record)
     return grouped

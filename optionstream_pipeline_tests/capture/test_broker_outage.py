@@ -14,7 +14,7 @@ from optionstream_pipeline_tests.capture.conftest import (
     settle_and_read,
     wait_subscribed,
 )
-from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 OUTAGE_S = 30
@@ -51,18 +51,18 @@ def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) ->
             120,
             message="every accepted record acknowledged after the outage",
         )
-        with TopicReader(bootstrap, topic) as reader:
+        with TopicLog(bootstrap, topic) as reader:
             records = settle_and_read(sim, reader, instruments, timeout=60)
             accepted = engine.stats().messages_out
             records = reader.read_until(lambda rs: len(rs) >= accepted, 30, "every accepted record")
         final = capture.stop()
 
     assert final.delivery_failed == 0
-    book_records = [r for r in records if r.value["type"] in ("snapshot", "change")]
+    book_records = [r for r in records if r.record.type in ("snapshot", "change")]
     assert len(records) == final.messages_out - len(instruments)  # the stop markers come after the read
-    assert len({(r.key, r.value["change_id"]) for r in book_records}) == len(book_records), "duplicates"
+    assert len({(r.key, r.record.change_id) for r in book_records}) == len(book_records), "duplicates"
     for name, stream in by_instrument(records).items():
-        ids = [r["change_id"] for r in stream if r["type"] in ("snapshot", "change")]
+        ids = [r.change_id for r in stream if r.type in ("snapshot", "change")]
         assert ids == sorted(ids), f"{name} out of order"
     check_books_against_truth(records, sim)  # strict: every change continues the one before
 
@@ -83,7 +83,7 @@ def test_a_full_producer_queue_pauses_reading_instead_of_dropping(simulator, pro
         assert paused.waiting_in_overflow <= 2  # reading stopped: at most the frame in hand waits
         proxy.unblock()
         sim.market.pause()
-        with TopicReader(bootstrap, topic) as reader:
+        with TopicLog(bootstrap, topic) as reader:
             records = settle_and_read(sim, reader, instruments, timeout=60)
         final = capture.stop()
     assert final.delivery_failed == 0 and final.gaps == 0

@@ -13,7 +13,7 @@ from optionstream_pipeline_tests.capture.conftest import (
     settle_and_read,
     wait_subscribed,
 )
-from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 
@@ -22,7 +22,7 @@ def test_every_book_rebuilt_from_kafka_equals_the_truth(simulator, kafka_bootstr
     sim = simulator(max_instruments=40, events_per_second=400)
     instruments = sim.market.instruments()[:24]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic, **{"deribit.transport": transport})
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         wait_until(lambda: capture.engine.stats().delivered >= 1500, 30, message="1500 records delivered")
         records = settle_and_read(sim, reader, instruments)
@@ -34,9 +34,9 @@ def test_every_book_rebuilt_from_kafka_equals_the_truth(simulator, kafka_bootstr
     streams = by_instrument(records)
     assert set(streams) == set(instruments)
     for name, stream in streams.items():
-        assert stream[0]["type"] == "snapshot" and stream[0]["reason"] == "subscribe", name
-        body = [r for r in stream if r["type"] in ("snapshot", "change")]
-        assert all(r["type"] == "change" for r in body[1:]), f"{name} was resynced without cause"
+        assert stream[0].type == "snapshot" and stream[0].reason == "subscribe", name
+        body = [r for r in stream if r.type in ("snapshot", "change")]
+        assert all(r.type == "change" for r in body[1:]), f"{name} was resynced without cause"
     assert final.gaps == final.resyncs == final.reconnects == 0
     assert final.delivery_failed == 0
     assert final.delivered == final.messages_out
@@ -49,7 +49,7 @@ def test_subscriptions_follow_the_universe_without_reconnecting(simulator, kafka
     names = sim.market.instruments()
     first, later = names[:10], names[5:20]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
-    with running_capture(settings, first) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, first) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, 10)
         capture.engine.set_instruments(later)
         wait_until(
@@ -61,9 +61,9 @@ def test_subscriptions_follow_the_universe_without_reconnecting(simulator, kafka
             message="the simulator sees exactly the new subscription set",
         )
         records = reader.read_until(
-            lambda rs: {r.key for r in rs if r.value["type"] == "unsubscribed"} == set(first) - set(later),
+            lambda rs: {r.key for r in rs if r.record.type == "unsubscribed"} == set(first) - set(later),
             20,
             "an unsubscribed marker for every removed instrument",
         )
         assert capture.engine.stats().reconnects == 0
-        assert {r.key for r in records if r.value["type"] == "snapshot"} >= set(later) - set(first)
+        assert {r.key for r in records if r.record.type == "snapshot"} >= set(later) - set(first)

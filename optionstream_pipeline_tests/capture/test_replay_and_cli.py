@@ -15,7 +15,7 @@ import yaml
 from optionstream_pipeline.kafka.broker import free_port
 from optionstream_pipeline_tests.capture.conftest import by_instrument, capture_settings, running_capture
 from optionstream_pipeline_tests.support.fixtures import RECORDING, recorded_book_messages
-from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 API_KEY, API_SECRET = "replay-client", "s3cret-never-logged"
@@ -31,10 +31,10 @@ def test_the_real_recording_replays_into_kafka_without_a_spurious_gap(
     monkeypatch.setenv("DERIBIT_CLIENT_SECRET", API_SECRET)
     sim = simulator(replay_path=str(RECORDING), replay_speed=None, client_id=API_KEY, client_secret=API_SECRET)
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         assert capture.engine.interval == "raw"  # credentials in the environment select raw books
         records = reader.read_until(
-            lambda rs: sum(1 for r in rs if r.value["type"] in ("snapshot", "change")) >= len(recorded),
+            lambda rs: sum(1 for r in rs if r.record.type in ("snapshot", "change")) >= len(recorded),
             30,
             "every recorded BTC book message",
         )
@@ -43,10 +43,10 @@ def test_the_real_recording_replays_into_kafka_without_a_spurious_gap(
     streams = by_instrument(records)
     for name in instruments:
         expected = [(m["change_id"], m.get("prev_change_id")) for m in recorded if m["instrument_name"] == name]
-        got = [(r["change_id"], r["prev_change_id"]) for r in streams[name] if r["type"] in ("snapshot", "change")]
+        got = [(r.change_id, r.prev_change_id) for r in streams[name] if r.type in ("snapshot", "change")]
         assert got == expected, name
     assert all(API_SECRET not in message for message in caplog.messages)
-    assert all(API_SECRET.encode() not in repr(r.value).encode() for r in records)
+    assert all(API_SECRET.encode() not in r.value for r in records)
 
 
 def test_metrics_endpoint_serves_capture_counters(simulator, kafka_bootstrap, kafka_topic) -> None:
@@ -86,13 +86,15 @@ def test_capture_command_stops_on_sigterm_with_everything_flushed(
         text=True,
     )
     try:
-        with TopicReader(kafka_bootstrap, kafka_topic) as reader:
+        with TopicLog(kafka_bootstrap, kafka_topic) as reader:
             reader.read_until(lambda rs: len({r.key for r in rs}) == len(instruments), 30, "data from every book")
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=30)
             assert process.returncode == 0, output
             records = reader.read_until(
-                lambda rs: sum(1 for r in rs if r.value.get("reason") == "capture stopped") == len(instruments),
+                lambda rs: (
+                    sum(1 for r in rs if getattr(r.record, "reason", None) == "capture stopped") == len(instruments)
+                ),
                 15,
                 "a 'capture stopped' marker per instrument: the last records were flushed",
             )

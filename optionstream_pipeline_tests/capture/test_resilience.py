@@ -17,7 +17,7 @@ from optionstream_pipeline_tests.capture.conftest import (
     wait_subscribed,
     with_unchecked,
 )
-from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 
@@ -29,7 +29,7 @@ def test_twenty_dropped_connections_lose_no_book(simulator, kafka_bootstrap, kaf
     sim = simulator(max_instruments=20, events_per_second=150)
     instruments = sim.market.instruments()[:12]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         for drop in range(1, 21):
             sim.faults.drop()
@@ -41,13 +41,11 @@ def test_twenty_dropped_connections_lose_no_book(simulator, kafka_bootstrap, kaf
     check_record_envelope(records)
     assert check_books_against_truth(records, sim) > 200  # every state, including right after each resync
     for name, stream in by_instrument(records).items():
-        disconnects = [
-            i for i, r in enumerate(stream) if r["type"] == "disconnect" and r["reason"] != "capture stopped"
-        ]
+        disconnects = [i for i, r in enumerate(stream) if r.type == "disconnect" and r.reason != "capture stopped"]
         assert len(disconnects) == 20, name
         for position in disconnects:  # every drop is marked, then the book restarts from a snapshot
-            following = next(r for r in stream[position + 1 :] if r["type"] in ("snapshot", "change"))
-            assert following["type"] == "snapshot" and following["reason"] == "reconnect", name
+            following = next(r for r in stream[position + 1 :] if r.type in ("snapshot", "change"))
+            assert following.type == "snapshot" and following.reason == "reconnect", name
     assert final.reconnects == 20
     assert final.gaps == 0
     assert final.delivery_failed == 0
@@ -58,16 +56,14 @@ def test_a_gap_resyncs_only_its_instrument(simulator, kafka_bootstrap, kafka_top
     instruments = sim.market.instruments()[:10]
     target = instruments[3]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         for gap in range(1, 4):
             sim.faults.skip_change(target, "100ms")
             reader.read_until(
                 lambda rs, g=gap: (
                     sum(
-                        1
-                        for r in rs
-                        if r.key == target and r.value["type"] == "snapshot" and r.value["reason"] == "resync"
+                        1 for r in rs if r.key == target and r.record.type == "snapshot" and r.record.reason == "resync"
                     )
                     == g
                 ),
@@ -79,13 +75,13 @@ def test_a_gap_resyncs_only_its_instrument(simulator, kafka_bootstrap, kafka_top
 
     check_books_against_truth(records, sim)
     streams = by_instrument(records)
-    gaps = [r for r in streams[target] if r["type"] == "gap"]
+    gaps = [r for r in streams[target] if r.type == "gap"]
     assert len(gaps) == 3
-    assert all(g["prev_change_id"] != g["expected_prev_change_id"] for g in gaps)
+    assert all(g.prev_change_id != g.expected_prev_change_id for g in gaps)
     for name in instruments:
         if name == target:
             continue
-        kinds = [r["type"] for r in streams[name] if r["type"] != "disconnect"]
+        kinds = [r.type for r in streams[name] if r.type != "disconnect"]
         assert kinds[0] == "snapshot" and set(kinds[1:]) == {"change"}, f"{name} was interrupted"
     assert (final.gaps, final.resyncs, final.reconnects) == (3, 3, 0)
 
@@ -106,7 +102,7 @@ def test_a_stalled_connection_is_probed_then_replaced(simulator, kafka_bootstrap
     sim = simulator(max_instruments=6)
     instruments = sim.market.instruments()[:4]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic, **{"deribit.stale_after_s": 2})
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         sim.faults.stall()
         wait_until(lambda: capture.engine.stats().stale_disconnects == 1, 15, message="the watchdog dropped it")
@@ -114,7 +110,7 @@ def test_a_stalled_connection_is_probed_then_replaced(simulator, kafka_bootstrap
         wait_subscribed(capture, len(instruments))
         records = settle_and_read(sim, reader, instruments)
     check_books_against_truth(records, sim)
-    assert {r.key for r in records if r.value.get("reason") == "reconnect"} == set(instruments)
+    assert {r.key for r in records if getattr(r.record, "reason", None) == "reconnect"} == set(instruments)
 
 
 @pytest.mark.parametrize("fault", ["malformed", "error_without_id"])
@@ -124,7 +120,7 @@ def test_a_bad_frame_is_counted_and_skipped_without_disturbing_the_stream(
     sim = simulator(max_instruments=8)
     instruments = sim.market.instruments()[:6]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         if fault == "malformed":
             sim.faults.malformed()
@@ -149,13 +145,13 @@ def test_maintenance_is_waited_out_then_every_book_is_resubscribed(
     sim = simulator(max_instruments=8)
     instruments = sim.market.instruments()[:6]
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
-    with running_capture(settings, instruments) as capture, TopicReader(kafka_bootstrap, kafka_topic) as reader:
+    with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
         sim.faults.maintenance(seconds=1.5, close_connections=close_connections)
         reason = "reconnect" if close_connections else "resync"
         reader.read_until(
             lambda rs: (
-                {r.key for r in rs if r.value.get("reason") == reason and r.value["type"] == "snapshot"}
+                {r.key for r in rs if getattr(r.record, "reason", None) == reason and r.record.type == "snapshot"}
                 == set(instruments)
             ),
             30,

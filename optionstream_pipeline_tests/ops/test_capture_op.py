@@ -20,7 +20,7 @@ from optionstream_pipeline.ops.capture import build_engine
 from optionstream_pipeline.simulator.server import SimulatorThread
 from optionstream_pipeline.simulator.settings import SimulatorSettings
 from optionstream_pipeline_tests.orchestration_support import capture_overrides, settings_resource
-from optionstream_pipeline_tests.support.kafka_reading import TopicReader
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
 TEXT_KEYS = {"capture_id", "interval", "topic", "instruments_without_data"}
@@ -84,7 +84,7 @@ def test_capture_observes_and_recycles_to_success(
         assert isinstance(last[key], int | float), key
     # Numbers only, apart from a few labels: nothing from the environment (no secrets, no URLs).
     assert {key for key, value in last.items() if isinstance(value, str)} == TEXT_KEYS
-    with TopicReader(kafka_bootstrap, topic) as reader:
+    with TopicLog(kafka_bootstrap, topic) as reader:
         reader.read_until(lambda records: len(records) >= last["delivered"], 30, "every delivered record")
 
 

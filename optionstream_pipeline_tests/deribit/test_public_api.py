@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from websockets.asyncio.server import serve
 
-from optionstream_pipeline.capture.protocol import RpcError
-from optionstream_pipeline.capture.public_api import fetch_index_price, fetch_option_names
+from optionstream_pipeline.deribit.public_api import fetch_index_price, fetch_option_names
+from optionstream_pipeline.deribit.rpc import RpcError
 from optionstream_pipeline_tests.support.fixtures import RECORDING
 
 

@@ -13,8 +13,7 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import connect
 
-from optionstream_pipeline.capture.protocol import encode_request, error_from_reply
-from optionstream_pipeline.capture.transport import FRAME_LOGGER
+from optionstream_pipeline.deribit.rpc import FRAME_LOGGER, encode_request, error_from_reply
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,191 @@
+"""The one reader of the book topic: assigned partitions, from given offsets, decoded, to their end.
+
+Used by the archive (a partition from where the archive ended to its end), by live consumers (from
+the latest, the earliest or a given offset, following), and by the tests.
+
+**The end of a partition** is librdkafka's partition EOF: it is raised when the consumer's position
+reaches the end offset the broker reported in that very fetch. It is never a high watermark asked
+for before reading: on Apache Kafka that number moves while you read (records produced meanwhile
+would be cut off or waited for forever), and on the embedded Tansu broker an uncached watermark is
+simply too low. See ``../shared/notes/kafka-broker.md``.
+
+Every wait is bounded (``timeout_s``); :meth:`TopicReader.read_to_end` raises :class:`TimeoutError`
+naming the partitions that did not get there. A value that is not a book record this version can
+read raises :class:`RecordError` naming its partition and offset, after every record before it was
+handed out, and reading goes on after it: nothing is skipped silently and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from optionstream_pipeline.kafka.admin import connection_properties
+from optionstream_pipeline.records.book import BookRecord, RecordError, decode_record
+
+log = logging.getLogger(__name__)
+
+BEGINNING = OFFSET_BEGINNING
+LATEST = OFFSET_END
+BATCH = 1000
+POLL_S = 0.1  # one wait inside the reader: short, so that deadlines and cancels are noticed quickly
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One Kafka message of the topic: where it is, its key and timestamp, its bytes and the decoded record."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int  # the Kafka timestamp: the exchange time for snapshot/change/gap
+    key: str
+    value: bytes
+    record: BookRecord
+
+
+class TopicReader:
+    """Reads assigned partitions of one topic.
+
+    ``connection`` is ``bootstrap.servers`` or a mapping of client properties (security ones
+    included; anything else in it is left out). ``start`` is one offset for every partition
+    (``BEGINNING``, ``LATEST`` or a number) or ``{partition: offset}`` to read only those.
+    ``group_id`` names the consumer group whose offsets :meth:`commit` writes (for monitoring such
+    as Kafka UI's lag); progress itself is never read from the group.
+    """
+
+    def __init__(
+        self,
+        connection: str | Mapping[str, Any],
+        topic: str,
+        start: int | Mapping[int, int] = BEGINNING,
+        *,
+        group_id: str | None = None,
+        metadata_timeout_s: float = 10.0,
+        fetch_wait_ms: int = 20,
+    ) -> None:
+        properties = {"bootstrap.servers": connection} if isinstance(connection, str) else connection
+        self.topic = topic
+        self._consumer = Consumer(
+            {
+                **connection_properties(properties),
+                "group.id": group_id or f"optionstream-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": fetch_wait_ms,
+                "logger": logging.getLogger("librdkafka"),
+            }
+        )
+        if isinstance(start, Mapping):
+            starts = dict(start)
+        else:
+            starts = dict.fromkeys(self._partitions(metadata_timeout_s), start)
+        self.partitions = sorted(starts)
+        self._next: dict[int, int | None] = {p: (o if o >= 0 else None) for p, o in starts.items()}
+        self._at_end: set[int] = set()
+        self._pending: deque[Message] = deque()
+        self._consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(starts.items())])
+
+    def _partitions(self, timeout_s: float) -> list[int]:
+        metadata = self._consumer.list_topics(self.topic, timeout=timeout_s)
+        described = metadata.topics.get(self.topic)
+        if described is None or described.error is not None or not described.partitions:
+            why = described.error.str() if described is not None and described.error else "no partitions"
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {self.topic}: {why}"))
+        return sorted(described.partitions)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def poll(self, timeout_s: float = POLL_S) -> list[TopicRecord]:
+        """The next records (waiting at most ``timeout_s`` for some), in partition order."""
+        if not self._pending:
+            self._pending.extend(self._consumer.consume(BATCH, timeout=timeout_s))
+        records: list[TopicRecord] = []
+        pending = self._pending
+        while pending:
+            message = pending[0]
+            error = message.error()
+            if error is not None:
+                pending.popleft()
+                self._on_error(message, error)
+                continue
+            partition, offset = message.partition(), message.offset()
+            try:
+                record = decode_record(message.value())
+            except RecordError as exc:
+                if records:
+                    break  # hand out what came before; the bad one is reported on the next call
+                pending.popleft()
+                self._advance(partition, offset)
+                raise RecordError(f"{self.topic} partition {partition} offset {offset}: {exc}") from None
+            pending.popleft()
+            self._advance(partition, offset)
+            key = message.key()
+            records.append(
+                TopicRecord(
+                    partition, offset, message.timestamp()[1], key.decode() if key else "", message.value(), record
+                )
+            )
+        return records
+
+    def read_to_end(self, timeout_s: float) -> Iterator[TopicRecord]:
+        """Every record from the current positions until each assigned partition reported its end.
+
+        Records produced meanwhile may come too (the end moves): what was handed out is exactly
+        what :meth:`positions` says.
+        """
+        deadline = time.monotonic() + timeout_s
+        reached: set[int] = set(self._at_end)
+        self._at_end.clear()
+        while not reached >= set(self.partitions):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = sorted(set(self.partitions) - reached)
+                raise TimeoutError(
+                    f"{self.topic}: partitions {missing} not read to their end within {timeout_s:g} s "
+                    f"(next offsets {[self._next.get(p) for p in missing]})"
+                )
+            yield from self.poll(min(POLL_S, remaining))
+            reached |= self._at_end
+            self._at_end.clear()
+
+    def positions(self) -> dict[int, int | None]:
+        """The offset of the next record to hand out, per partition (``None``: not known yet)."""
+        return dict(self._next)
+
+    def commit(self, offsets: Mapping[int, int]) -> None:
+        """Write ``{partition: next offset}`` to the consumer group, synchronously."""
+        self._consumer.commit(
+            offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())], asynchronous=False
+        )
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _advance(self, partition: int, offset: int) -> None:
+        self._next[partition] = offset + 1
+        self._at_end.discard(partition)
+
+    def _on_error(self, message: Message, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            self._at_end.add(message.partition())
+            self._next[message.partition()] = message.offset()
+        elif error.fatal():
+            raise KafkaException(error)
+        else:
+            log.warning("%s: %s", self.topic, error.str())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
