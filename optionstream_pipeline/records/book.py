@@ -52,7 +52,7 @@ class CaptureMeta(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True
 
 
 # ``gc=False``: records hold no reference cycles, so the collector need not track them.
-class _Record(msgspec.Struct, tag_field="type", gc=False):
+class _Record(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, gc=False):
     v: int
     exchange: Literal["deribit"]
     instrument: str
