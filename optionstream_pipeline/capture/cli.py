@@ -10,16 +10,13 @@ import sys
 
 from optionstream_pipeline.capture.engine import CaptureEngine
 from optionstream_pipeline.capture.stats import rates, status_line
+from optionstream_pipeline.capture.universe import build_engine
 from optionstream_pipeline.config import ConfigError, Settings, load_settings
-from optionstream_pipeline.deribit.public_api import fetch_option_names
-from optionstream_pipeline.discovery.source import UniverseFileSource
 from optionstream_pipeline.kafka.admin import BrokerUnreachableError
 
 log = logging.getLogger(__name__)
 
 EXIT_UNDELIVERED = 3
-UNIVERSE_REFRESH_S = 5.0
-LIVE_CHAIN_REFRESH_S = 600.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -63,25 +60,6 @@ def run_capture_command(args: argparse.Namespace) -> int:
     except BrokerUnreachableError as exc:
         print(f"optionstream capture: {exc}", file=sys.stderr)
         return 1
-
-
-def build_engine(settings: Settings) -> CaptureEngine:
-    """An explicit list is captured as it is. ``auto`` follows the discovery universe when there is
-    one (the Dagster deployment writes it), else the whole live chain, re-read every ten minutes
-    (Deribit allows ``get_instruments`` about once per ten seconds)."""
-    if settings.deribit.instruments != "auto":
-        return CaptureEngine(settings, settings.deribit.instruments)
-    universe = UniverseFileSource(settings.discovery.universe_path)
-    if universe.exists():
-        log.info("following the discovery universe in %s", settings.discovery.universe_path)
-        return CaptureEngine(settings, instrument_source=universe, source_refresh_s=UNIVERSE_REFRESH_S)
-    deribit = settings.deribit
-
-    def live_chain() -> list[str]:
-        return asyncio.run(fetch_option_names(deribit.websocket_url, deribit.currency, deribit.request_timeout_s))
-
-    log.info("no discovery universe in %s: following Deribit's whole live chain", settings.discovery.universe_path)
-    return CaptureEngine(settings, instrument_source=live_chain, source_refresh_s=LIVE_CHAIN_REFRESH_S)
 
 
 async def run_capture(settings: Settings, show_status: bool = False) -> int:

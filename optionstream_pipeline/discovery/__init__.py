@@ -8,21 +8,7 @@
 - :mod:`.source`: :class:`UniverseFileSource`, the capture engine's ``instrument_source``, so a
   running capture follows the universe without a restart.
 - :mod:`.run`: one discovery run end to end (fetch, filter, store), called by the Dagster asset.
+
+Import from the modules themselves: the package imports nothing, so that capture, which reads the
+universe through :mod:`.source`, does not load pyarrow for the history it never writes.
 """
-
-from optionstream_pipeline.discovery.filters import Listing, Selection, parse_listing, select_instruments
-from optionstream_pipeline.discovery.run import DiscoveryReport, discover
-from optionstream_pipeline.discovery.source import UniverseFileSource
-from optionstream_pipeline.discovery.store import UniverseChange, UniverseStore
-
-__all__ = [
-    "DiscoveryReport",
-    "Listing",
-    "Selection",
-    "UniverseChange",
-    "UniverseFileSource",
-    "UniverseStore",
-    "discover",
-    "parse_listing",
-    "select_instruments",
-]

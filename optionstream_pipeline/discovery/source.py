@@ -13,9 +13,9 @@ from pathlib import Path
 
 import msgspec
 
-from optionstream_pipeline.discovery.store import CURRENT_FILE
-
 log = logging.getLogger(__name__)
+
+CURRENT_FILE = "current.json"  # the live universe, under discovery.universe_path
 
 
 class UniverseFileSource:

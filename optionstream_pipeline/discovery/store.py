@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from optionstream_pipeline.discovery.filters import Listing
+from optionstream_pipeline.discovery.source import CURRENT_FILE
 
-CURRENT_FILE = "current.json"
 HISTORY_DIR = "history"
 LOCK_FILE = ".lock"
 

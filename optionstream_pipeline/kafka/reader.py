@@ -89,7 +89,7 @@ class TopicReader:
             starts = dict.fromkeys(self._partitions(metadata_timeout_s), start)
         self.partitions = sorted(starts)
         self._next: dict[int, int | None] = {p: (o if o >= 0 else None) for p, o in starts.items()}
-        self._at_end: set[int] = set()
+        self._at_end: set[int] = set()  # partitions whose end was reached and nothing read since
         self._pending: deque[Message] = deque()
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(starts.items())])
 
@@ -138,12 +138,14 @@ class TopicReader:
     def read_to_end(self, timeout_s: float) -> Iterator[TopicRecord]:
         """Every record from the current positions until each assigned partition reported its end.
 
-        Records produced meanwhile may come too (the end moves): what was handed out is exactly
-        what :meth:`positions` says.
+        A partition counts as read to its end when an end-of-partition event at the consumer's
+        position arrives during this call: one seen before is looked at again (the end may have
+        moved since). Records produced meanwhile may come too; what was handed out is exactly what
+        :meth:`positions` says.
         """
         deadline = time.monotonic() + timeout_s
-        reached: set[int] = set(self._at_end)
-        self._at_end.clear()
+        self._look_again(self._at_end)
+        reached: set[int] = set()  # each partition counts once it was at its end during this call
         while not reached >= set(self.partitions):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -154,7 +156,6 @@ class TopicReader:
                 )
             yield from self.poll(min(POLL_S, remaining))
             reached |= self._at_end
-            self._at_end.clear()
 
     def positions(self) -> dict[int, int | None]:
         """The offset of the next record to hand out, per partition (``None``: not known yet)."""
@@ -167,6 +168,17 @@ class TopicReader:
         )
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _look_again(self, partitions: set[int]) -> None:
+        """An end seen in an earlier fetch may have moved: fetch these partitions again from their
+        positions, so that a fresh end-of-partition event (or the new records) follows. Messages of
+        theirs already buffered come again from the broker, in order."""
+        if not partitions:
+            return
+        self._pending = deque(m for m in self._pending if m.partition() not in partitions)
+        for partition in sorted(partitions):
+            self._consumer.seek(TopicPartition(self.topic, partition, self._next[partition]))
+        self._at_end -= partitions
 
     def _advance(self, partition: int, offset: int) -> None:
         self._next[partition] = offset + 1

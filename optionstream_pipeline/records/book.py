@@ -149,7 +149,7 @@ def _refuse_other_versions(value: bytes) -> None:
         version = _decode_version(value).v
     except msgspec.DecodeError:
         return
-    if version != SCHEMA_VERSION:
+    if version is not None and version != SCHEMA_VERSION:
         raise RecordError(
             f"book record schema version {version!r} is not supported: this OptionStream reads version "
             f"{SCHEMA_VERSION} (upgrade the consumer to read newer records)"

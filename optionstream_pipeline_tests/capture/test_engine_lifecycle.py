@@ -8,8 +8,8 @@ from http import HTTPStatus
 
 from websockets.asyncio.server import serve
 
-from optionstream_pipeline.capture.cli import build_engine
 from optionstream_pipeline.capture.engine import CaptureEngine, EngineThread
+from optionstream_pipeline.capture.universe import build_engine
 from optionstream_pipeline_tests.capture.conftest import capture_settings, running_capture, wait_subscribed
 from optionstream_pipeline_tests.support.waiting import wait_until
 

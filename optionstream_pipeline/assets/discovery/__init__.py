@@ -1,3 +1,0 @@
-from optionstream_pipeline.assets.discovery.universe import UNIVERSE_ASSET_KEY, btc_option_universe
-
-__all__ = ["UNIVERSE_ASSET_KEY", "btc_option_universe"]
