@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 from optionstream_pipeline import __version__
 from optionstream_pipeline.capture.frames import BookData, decode_book_notification
 from optionstream_pipeline.capture.protocol import Backoff, batched, rejected_channels
+from optionstream_pipeline.capture.stats import ConnectionCounters
 from optionstream_pipeline.capture.subscriptions import SubscriptionTable
 from optionstream_pipeline.capture.transport import Transport, TransportError, open_transport
 from optionstream_pipeline.config import DeribitSettings
@@ -70,19 +70,6 @@ class BookSink(Protocol):
     def on_instrument_state(self, data: dict[str, Any]) -> None: ...
 
     def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None: ...
-
-
-@dataclass
-class ConnectionCounters:
-    connects: int = 0
-    reconnects: int = 0
-    heartbeats_answered: int = 0
-    errors_without_id: int = 0
-    stale_disconnects: int = 0
-    probes_sent: int = 0
-    rate_limited: int = 0
-    last_error: str | None = None
-    errors_by_code: dict[int, int] = field(default_factory=dict)
 
 
 class ConnectionLost(Exception):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from optionstream_pipeline.capture.connection import DeribitConnection
     from optionstream_pipeline.capture.engine import CaptureEngine
 
 
@@ -30,6 +31,21 @@ class EngineCounters:
     malformed_frames: int = 0
     backpressure_pauses: int = 0
     dropped_unfollowed: int = 0
+
+
+@dataclass
+class ConnectionCounters:
+    """One connection's own counters; the integer ones are summed over connections by name."""
+
+    connects: int = 0
+    reconnects: int = 0
+    heartbeats_answered: int = 0
+    errors_without_id: int = 0
+    stale_disconnects: int = 0
+    probes_sent: int = 0
+    rate_limited: int = 0
+    last_error: str | None = None
+    errors_by_code: dict[int, int] = field(default_factory=dict)
 
 
 COUNTER = "counter"
@@ -63,6 +79,7 @@ class CaptureStats:
     instruments_live: int = _gauge("Instruments updated in the last minute")
     connections: int = _gauge("WebSocket connections (shards) of the capture")
     connections_up: int = _gauge("WebSocket connections up")
+    connects: int = _counter("WebSocket sessions opened (the first of each connection included)")
     messages_in: int = _counter("Book notifications received from Deribit")
     messages_out: int = _counter("Records handed to the Kafka producer")
     delivered: int = _counter("Records acknowledged by Kafka")
@@ -125,7 +142,6 @@ LIVE_WITHIN_S = 60.0
 def collect_stats(engine: CaptureEngine) -> CaptureStats:
     now = time.time()
     now_us = int(now * 1e6)
-    counters = engine.counters
     connections = engine.connections
     producer = engine.producer
     followed = engine.table.instruments()
@@ -143,28 +159,15 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         instruments_live=sum(1 for age in ages.values() if age <= LIVE_WITHIN_S),
         connections=len(connections),
         connections_up=sum(1 for c in connections if c.connected),
-        messages_in=counters.messages_in,
+        **asdict(engine.counters),
+        **_connection_totals(connections),
         messages_out=producer.produced if producer else 0,
         delivered=producer.delivery.delivered if producer else 0,
         delivery_failed=producer.delivery.failed if producer else 0,
         in_flight=producer.in_flight() if producer else 0,
         waiting_in_overflow=producer.waiting if producer else 0,
-        gaps=counters.gaps,
-        resyncs=counters.resyncs,
-        reconnects=sum(c.counters.reconnects for c in connections),
-        rejected_channels=counters.rejected_channels,
         rejected_now=sum(1 for entry in followed if entry.rejected),
-        malformed_frames=counters.malformed_frames,
-        errors_without_id=sum(c.counters.errors_without_id for c in connections),
-        rate_limited=sum(c.counters.rate_limited for c in connections),
-        stale_disconnects=sum(c.counters.stale_disconnects for c in connections),
-        probes_sent=sum(c.counters.probes_sent for c in connections),
-        heartbeats_answered=sum(c.counters.heartbeats_answered for c in connections),
         maintenance=any(c.maintenance for c in connections),
-        dropped_awaiting_snapshot=counters.dropped_awaiting_snapshot,
-        dropped_unfollowed=counters.dropped_unfollowed,
-        backpressure_pauses=counters.backpressure_pauses,
-        markers=counters.markers,
         batch_size_avg_bytes=stats.batch_size_avg if stats else 0.0,
         batch_messages_avg=stats.batch_count_avg if stats else 0.0,
         compression_ratio=stats.compression_ratio if stats else 0.0,
@@ -176,6 +179,16 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         deribit_errors=_sum_counts(c.counters.errors_by_code for c in connections),
         update_age_s=ages,
     )
+
+
+def _connection_totals(connections: Iterable[DeribitConnection]) -> dict[str, int]:
+    """Every integer counter of the connections, summed (the field names are the stats' names)."""
+    totals = {name: 0 for name, value in asdict(ConnectionCounters()).items() if isinstance(value, int)}
+    for connection in connections:
+        for name, value in asdict(connection.counters).items():
+            if isinstance(value, int):
+                totals[name] += value
+    return totals
 
 
 def _sum_counts(counts: Iterable[dict[int, int]]) -> dict[int, int]:

@@ -13,9 +13,10 @@ import msgspec
 from optionstream_pipeline.deribit.protocol import ERROR_MESSAGES, MAX_FRAME_BYTES
 
 # WebSocket libraries log every frame at DEBUG, public/auth's client_secret included: the logger
-# handed to them is held at INFO so that no log level ever prints a frame.
+# handed to them drops everything below INFO, so that no log level ever prints a frame (and its
+# connection lines still follow the level the user chose).
 FRAME_LOGGER = logging.getLogger("optionstream_pipeline.websocket")
-FRAME_LOGGER.setLevel(logging.INFO)
+FRAME_LOGGER.addFilter(lambda record: record.levelno >= logging.INFO)
 
 
 class RpcError(Exception):
