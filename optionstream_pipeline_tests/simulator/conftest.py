@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -11,24 +11,19 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from optionstream_pipeline.simulator import SimulatorSettings, SimulatorThread
+from optionstream_pipeline.simulator import SimulatorThread
 from optionstream_pipeline_tests.support.waiting import async_wait_until
 
 
 @pytest.fixture
-def simulator() -> Iterator[Callable[..., SimulatorThread]]:
-    """``simulator(**SimulatorSettings fields)`` -> a started :class:`SimulatorThread`, stopped after the test."""
-    started: list[SimulatorThread] = []
+def simulator(simulator: Callable[..., SimulatorThread]) -> Callable[..., SimulatorThread]:
+    """The suite's simulator factory, with a small universe unless a test asks for another."""
 
     def start(**settings: Any) -> SimulatorThread:
         settings.setdefault("max_instruments", 12)
-        sim = SimulatorThread(SimulatorSettings(**settings)).start()
-        started.append(sim)
-        return sim
+        return simulator(**settings)
 
-    yield start
-    for sim in started:
-        sim.stop()
+    return start
 
 
 class RpcClient:
