@@ -11,6 +11,11 @@ the client alone:
 - ``capture``: the real engine with every feature on (continuity check, records, markers,
   delivery accounting, metrics endpoint, stats).
 
+The level check (every book frame's levels validated against the record schema before its bytes
+are spliced into the record) is too small to isolate by subtracting two whole-process figures, so it
+is timed directly, in the same run, on frames the simulator served: decode only, against decode
+and check, per message; and then as a share of capture's CPU per message.
+
 Reported per run: client CPU µs per message (user + system of the whole process, librdkafka's
 threads included, and the event-loop thread's share alone, which is where Python runs), messages
 per second sustained, delivery latency p50/p99 (produce -> ack, from
@@ -194,6 +199,52 @@ def one_phase(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+async def sample_frames(url: str, instruments: list[str], count: int) -> list[bytes]:
+    """``count`` book frames as the simulator serves them to capture."""
+    from websockets.asyncio.client import connect
+
+    from optionstream_pipeline.capture.protocol import batched
+    from optionstream_pipeline.deribit.rpc import encode_request
+
+    frames: list[bytes] = []
+    async with connect(url, compression=None, max_size=None) as ws:
+        for batch in batched([f"book.{n}.100ms" for n in instruments], 250):
+            await ws.send(encode_request(2, "public/subscribe", {"channels": batch}), text=True)
+        while len(frames) < count:
+            frame = await ws.recv(decode=False)
+            if b'"method":"subscription","params":{"channel":"book.' in frame[:100]:
+                frames.append(frame)
+    return frames
+
+
+def time_level_check(url: str, count: int = 20_000, rounds: int = 7) -> dict[str, float]:
+    """µs per frame to decode (capture's typed decoder), and to decode and check the levels."""
+    from optionstream_pipeline.capture.frames import decode_book_notification, level_problem
+    from optionstream_pipeline.deribit.public_api import fetch_option_names
+
+    frames = asyncio.run(sample_frames(url, asyncio.run(fetch_option_names(url)), count))
+
+    def decode_only() -> None:
+        for frame in frames:
+            decode_book_notification(frame)
+
+    def decode_and_check() -> None:
+        for frame in frames:
+            level_problem(decode_book_notification(frame).params.data)
+
+    def best(work) -> float:
+        times = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - began)
+        return min(times) / len(frames) * 1e6
+
+    decode = best(decode_only)
+    checked = best(decode_and_check)
+    return {"decode_us": decode, "check_us": checked - decode, "frames": len(frames)}
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -222,6 +273,7 @@ def main() -> None:
           "| p50 ms | p99 ms | RSS MB | capture / forwarder |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     ratios: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+    checks: dict[int, dict[str, float]] = {}
     with contextlib.nullcontext(args.bootstrap) if args.bootstrap else EmbeddedBroker() as broker:
         bootstrap = broker if isinstance(broker, str) else broker.bootstrap
         for rate in (int(r) for r in args.rates.split(",")):
@@ -242,10 +294,12 @@ def main() -> None:
                                  f"{r['cpu_percent']:.0f}", fmt(r["p50_ms"], ".2f"),
                                  fmt(r["p99_ms"], ".2f"), f"{r['rss_mb']:.0f}", fmt(ratio, ".2f")]  # fmt: skip
                         print("| " + " | ".join(cells) + " |", flush=True)
+                checks[rate] = time_level_check(url)
             finally:
                 simulator.terminate()
                 simulator.wait(10)
     print_summary(ratios)
+    print_level_check(checks, ratios)
 
 
 def print_summary(ratios: dict[tuple[int, str], list[tuple[float, float, float]]]) -> None:
@@ -256,6 +310,17 @@ def print_summary(ratios: dict[tuple[int, str], list[tuple[float, float, float]]
     for (rate, transport), runs in ratios.items():
         base, mine, ratio = (statistics.median(column) for column in zip(*runs, strict=True))
         print(f"| {rate:,} | {transport} | {base:.2f} | {mine:.2f} | {ratio:.2f} | {len(runs)} |")
+
+
+def print_level_check(checks: dict[int, dict[str, float]], ratios: dict) -> None:
+    print("\n| offered msg/s | frames timed | decode µs/msg | level check µs/msg | check / decode | "
+          "check / capture µs/msg (median) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for rate, check in checks.items():
+        captures = [mine for (r, _), runs in ratios.items() if r == rate for _, mine, _ in runs]
+        share = check["check_us"] / statistics.median(captures) if captures else None
+        print(f"| {rate:,} | {check['frames']:,} | {check['decode_us']:.3f} | {check['check_us']:.3f} | "
+              f"{check['check_us'] / check['decode_us']:.2f} | {fmt(share and share * 100, '.1f')} % |")  # fmt: skip
 
 
 if __name__ == "__main__":

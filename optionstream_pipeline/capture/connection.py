@@ -24,7 +24,7 @@ import msgspec
 from pydantic import SecretStr
 
 from optionstream_pipeline import __version__
-from optionstream_pipeline.capture.frames import BookData, decode_book_notification
+from optionstream_pipeline.capture.frames import BookData, decode_book_notification, level_problem
 from optionstream_pipeline.capture.protocol import Backoff, batched, rejected_channels
 from optionstream_pipeline.capture.stats import ConnectionCounters
 from optionstream_pipeline.capture.subscriptions import SubscriptionTable
@@ -36,6 +36,7 @@ from optionstream_pipeline.deribit.protocol import (
     RETRYABLE_ERRORS,
     ErrorCode,
     book_channel,
+    split_channel,
 )
 from optionstream_pipeline.deribit.rpc import RpcError, encode_request, error_from_reply
 from optionstream_pipeline.records.book import encode_capture_meta
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 _decode = msgspec.json.decode
 HEALTHY_SESSION_S = 30.0  # a session that lasted this long resets the reconnect backoff
 _decode_book = decode_book_notification
+_level_problem = level_problem
 _DecodeError = msgspec.DecodeError
 
 
@@ -69,11 +71,25 @@ class BookSink(Protocol):
 
     def on_instrument_state(self, data: dict[str, Any]) -> None: ...
 
-    def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None: ...
+    def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None:
+        """A frame that is not JSON, or not one Deribit sends."""
+
+    def on_malformed_book(
+        self, instrument: str, frame: bytes, error: str, connection: DeribitConnection, data: BookData | None
+    ) -> None:
+        """A book notification of ``instrument`` that cannot be a record (``data``: what could be read)."""
 
 
 class ConnectionLost(Exception):
     """The session ended; the reason says why, for logs and markers."""
+
+
+class _BadBook(Exception):
+    """A book notification the typed decoder refused (a field missing or of the wrong type)."""
+
+    def __init__(self, channel: str, error: str) -> None:
+        super().__init__(error)
+        self.channel = channel
 
 
 class DeribitConnection:
@@ -260,31 +276,44 @@ class DeribitConnection:
     def _on_frame(self, frame: bytes) -> bool:
         """The hot path, called by the transport for every frame; ``False`` asks it to pause reading.
 
-        Book frames are decoded by a typed decoder that reads only what capture needs; any frame it
-        does not fit (replies, heartbeats, other channels, garbage) fails fast and takes the slow path.
+        Book frames are decoded by a typed decoder that reads only what capture needs, and their
+        levels checked; any frame the decoder does not fit (replies, heartbeats, other channels,
+        garbage) fails fast and takes the slow path.
         """
         local_us = time.time_ns() // 1000
         self.last_frame_monotonic = time.monotonic()
         try:
             notification = _decode_book(frame)
-        except _DecodeError:
-            self._on_other_frame(frame)
+        except _DecodeError as exc:
+            self._on_other_frame(frame, str(exc))
             return True
         if notification.method == "subscription" and notification.params.channel.startswith("book."):
-            return self.sink.on_book(notification.params.data, local_us, self.capture_raw)
-        self._on_other_frame(frame)
+            data = notification.params.data
+            problem = _level_problem(data)
+            if problem is None:
+                return self.sink.on_book(data, local_us, self.capture_raw)
+            self.sink.on_malformed_book(data.instrument_name, frame, problem, self, data)
+            return True
+        self._on_other_frame(frame, "")
         return True
 
-    def _on_other_frame(self, frame: bytes) -> None:
+    def _on_other_frame(self, frame: bytes, book_error: str) -> None:
+        """``book_error``: why the typed book decoder refused the frame, should it be a book frame."""
         try:
             message = _decode(frame)
             if not isinstance(message, dict):
                 raise TypeError(f"a JSON {type(message).__name__}, not an object")
-            self._on_control(message)
+            self._on_control(message, book_error)
+        except _BadBook as exc:
+            parts = split_channel(exc.channel)
+            if parts is None:
+                self.sink.on_malformed(frame, f"book notification on {exc.channel!r}: {exc}", self)
+            else:
+                self.sink.on_malformed_book(parts[1], frame, str(exc), self, None)
         except (msgspec.DecodeError, AttributeError, KeyError, TypeError) as exc:
             self.sink.on_malformed(frame, f"{type(exc).__name__}: {exc}", self)
 
-    def _on_control(self, message: dict[str, Any]) -> None:
+    def _on_control(self, message: dict[str, Any], book_error: str) -> None:
         request_id = message.get("id")
         if request_id is not None:
             self._resolve(request_id, message)
@@ -297,8 +326,8 @@ class DeribitConnection:
             return
         if method == "subscription":
             channel = message["params"]["channel"]
-            if channel.startswith("book."):  # a book frame the typed decoder refused: a missing field
-                raise KeyError(f"book notification on {channel} lacks a required field")
+            if channel.startswith("book."):  # a book frame the typed decoder refused: say which field
+                raise _BadBook(channel, book_error)
             self._on_notification(channel, message["params"]["data"])
             return
         if "error" in message:

@@ -303,6 +303,7 @@ class CaptureEngine:
 
     def _on_gap(self, instrument: str, data: BookData, local_us: int, capture: msgspec.Raw) -> bool:
         self.counters.gaps += 1
+        self.counters.markers += 1
         gap = self.table.last_gap
         log.warning(
             "gap on %s: prev_change_id %s, expected %s; resyncing this instrument only",
@@ -389,6 +390,36 @@ class CaptureEngine:
     def on_malformed(self, frame: bytes, error: str, connection: DeribitConnection) -> None:
         self.counters.malformed_frames += 1
         log.warning("connection %d: malformed frame skipped (%s): %.200r", connection.index, error, frame)
+
+    def on_malformed_book(
+        self, instrument: str, frame: bytes, error: str, connection: DeribitConnection, data: BookData | None
+    ) -> None:
+        """Never a record: the frame is counted and logged, and the instrument is resynced. A consumer
+        holding its book is told that it misses an update: a ``gap`` when the frame's ids could be
+        read, else a ``disconnect`` (the book is stale until its next snapshot)."""
+        self.on_malformed(frame, error, connection)
+        if instrument not in self.table:
+            return
+        was_at = self.table.invalidate(instrument)
+        if was_at is not None:
+            now_us = time.time_ns() // 1000
+            if data is not None and data.prev_change_id is not None:
+                value = encode_gap(
+                    instrument,
+                    self.interval,
+                    data.timestamp,
+                    now_us,
+                    data.change_id,
+                    data.prev_change_id,
+                    was_at,
+                    connection.capture_raw,
+                    reason="malformed book frame",
+                )
+                self.counters.markers += 1
+                self._producer.offer(instrument, value, data.timestamp)
+            else:
+                self._emit_marker("disconnect", instrument, "unreadable book frame; resyncing")
+        connection.resync([instrument], "malformed book frame")
 
     def _emit_marker(self, record_type: str, instrument: str, reason: str) -> None:
         now_us = time.time_ns() // 1000

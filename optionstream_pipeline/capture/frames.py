@@ -1,14 +1,18 @@
 """Deribit book notifications, decoded only as far as capture needs (the hot path's first step).
 
 The level arrays stay raw JSON bytes (``msgspec.Raw``): capture never needs their values, so it
-neither parses their floats nor re-serializes them; the record encoder splices them verbatim into
-the Kafka record (:mod:`optionstream_pipeline.records.book`). ``gc=False``: these short-lived
-objects hold no cycles, so they need not burden the collector.
+does not re-serialize them; the record encoder splices them verbatim into the Kafka record
+(:mod:`optionstream_pipeline.records.book`). They are checked first, though (:func:`level_problem`):
+every level must be the record schema's ``[new|change|delete, price > 0, amount >= 0]`` (``new``
+only in a snapshot), so that a frame that is valid JSON but not a Deribit book never becomes a
+record. ``gc=False``: these short-lived objects hold no cycles, so they need not burden the collector.
 """
 
 from __future__ import annotations
 
 import msgspec
+
+from optionstream_pipeline.records.book import Level, NewLevel
 
 
 class BookData(msgspec.Struct, gc=False):
@@ -32,3 +36,25 @@ class BookNotification(msgspec.Struct, gc=False):
 
 decode_book_notification = msgspec.json.Decoder(BookNotification).decode
 """Decode a ``subscription`` frame of a book channel; raises ``msgspec.DecodeError`` for anything else."""
+
+
+_check_levels = msgspec.json.Decoder(list[Level]).decode
+_check_new_levels = msgspec.json.Decoder(list[NewLevel]).decode
+
+
+def level_problem(data: BookData) -> str | None:
+    """What is wrong with the levels of a decoded book notification, or ``None`` when nothing is.
+
+    The same level types as the record codec, validated in C on the raw bytes: a fraction of a
+    microsecond for the one to five levels of a typical change (measured in the capture benchmark).
+    """
+    check = _check_new_levels if data.prev_change_id is None else _check_levels
+    try:
+        check(data.bids)
+    except msgspec.ValidationError as exc:
+        return f"bids: {exc}"
+    try:
+        check(data.asks)
+    except msgspec.ValidationError as exc:
+        return f"asks: {exc}"
+    return None

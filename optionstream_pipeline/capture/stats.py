@@ -101,7 +101,7 @@ class CaptureStats:
     dropped_awaiting_snapshot: int = _counter("Changes dropped while waiting for a resync snapshot")
     dropped_unfollowed: int = _counter("Frames of books already left, in flight during an unsubscribe")
     backpressure_pauses: int = _counter("Times reading paused because the producer queue was full")
-    markers: int = _counter("gap, disconnect and unsubscribed markers written")
+    markers: int = _counter("Marker records written: gap, disconnect, unsubscribed")
     batch_size_avg_bytes: float = _gauge("Average produced batch size (bytes)")
     batch_messages_avg: float = _gauge("Average records per produced batch")
     compression_ratio: float = _gauge("Record bytes over wire bytes")

@@ -215,6 +215,17 @@ class SubscriptionTable:
                 lost.append(entry.name)
         return sorted(lost)
 
+    def invalidate(self, name: str) -> int | None:
+        """An update of this book was lost (an unreadable frame): it awaits a snapshot from now on.
+
+        Returns the ``change_id`` it was at, or ``None`` if it was not followed or already awaiting.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        last, entry.last_change_id = entry.last_change_id, None
+        return last
+
     # -- the hot path ---------------------------------------------------------------------------
 
     def on_book(self, name: str, change_id: int, prev_change_id: int | None, local_us: int) -> Verdict:

@@ -126,6 +126,7 @@ ACTIONS = (
     "stall",
     "slow",
     "skip-change",
+    "corrupt-book",
     "malformed",
     "error",
     "maintenance",
@@ -153,8 +154,11 @@ def _add_control(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--drop-frames", action="store_true", help="stall: discard frames instead of queueing")
     parser.add_argument("--keep-connections", action="store_true", help="maintenance: do not close sessions")
     parser.add_argument("--delay", type=float, default=None, help="slow: seconds per frame")
-    parser.add_argument("--instrument", default=None, help="skip-change / expire-instrument")
-    parser.add_argument("--interval", default=None, help="skip-change: 100ms or raw (default both)")
+    parser.add_argument("--instrument", default=None, help="skip-change / corrupt-book / expire-instrument")
+    parser.add_argument("--interval", default=None, help="skip-change, corrupt-book: 100ms or raw (default both)")
+    parser.add_argument(
+        "--fields", default=None, help='corrupt-book: JSON object of data fields to replace, e.g. \'{"bids": "oops"}\''
+    )
     parser.add_argument("--channel", default=None, help="reject-channel: fnmatch pattern")
     parser.add_argument("--code", type=int, default=10028, help="error: code of the id-less error")
     parser.add_argument("--expiry", default=None, help="create-expiry: YYYY-MM-DD")
@@ -165,7 +169,9 @@ def control_params(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword params of ``simulator/<action>`` from the CLI options that apply to it."""
     action = args.action
     params: dict[str, Any] = {}
-    takes_session = action in ("drop", "stall", "slow", "skip-change", "malformed", "error", "reject-channel", "clear")
+    takes_session = action in (
+        "drop", "stall", "slow", "skip-change", "corrupt-book", "malformed", "error", "reject-channel", "clear"
+    )  # fmt: skip
     if takes_session and args.session is not None:
         params["session"] = args.session
     if action == "stall":
@@ -179,6 +185,12 @@ def control_params(args: argparse.Namespace) -> dict[str, Any]:
         params["delay_s"] = args.delay if args.delay is not None else 0.1
     elif action == "skip-change":
         params |= {"instrument": _required(args.instrument, "--instrument"), "interval": args.interval}
+    elif action == "corrupt-book":
+        params |= {
+            "instrument": _required(args.instrument, "--instrument"),
+            "interval": args.interval,
+            "fields": json.loads(_required(args.fields, "--fields")),
+        }
     elif action == "expire-instrument":
         params["instrument"] = _required(args.instrument, "--instrument")
     elif action == "reject-channel":

@@ -107,6 +107,7 @@ class Session:
         self.stall_drop = False
         self.frame_delay_s = 0.0
         self.drop_next: set[str] = set()
+        self.corrupt_next: dict[str, dict[str, Any]] = {}
         self.rejected: list[str] = []
         self.is_control = False
         self.closed = False
@@ -123,10 +124,15 @@ class Session:
         self.io.wake()
 
     def deliver(self, channel: str, payload: bytes) -> None:
-        """Queue a subscription frame, unless a skip fault swallows this channel's next message."""
+        """Queue a subscription frame, unless a skip fault swallows this channel's next message or a
+        corrupt fault replaces fields of its data."""
         if self.drop_next and channel in self.drop_next:
             self.drop_next.discard(channel)
             return
+        if self.corrupt_next and channel in self.corrupt_next:
+            frame = msgspec.json.decode(payload)
+            frame["params"]["data"].update(self.corrupt_next.pop(channel))
+            payload = msgspec.json.encode(frame)
         self.send(payload)
 
     def info(self, now_s: float) -> SessionInfo:

@@ -109,6 +109,27 @@ class Faults:
 
         return self._run(lambda: self._each(session, skip_one, _caller))
 
+    def corrupt_book(
+        self,
+        instrument: str,
+        fields: dict[str, Any],
+        interval: str | None = None,
+        session: int | None = None,
+        *,
+        _caller: Session | None = None,
+    ) -> list[int]:
+        """Replace fields of the next book message of ``instrument`` (e.g. ``{"bids": "oops"}``).
+
+        The frame stays valid JSON but is not a Deribit book; the ground truth is unchanged, so the
+        client that refuses it has lost that update.
+        """
+        channels = {f"book.{instrument}.{i}" for i in ((interval,) if interval else ("100ms", "raw"))}
+
+        def corrupt_one(target: Session) -> None:
+            target.corrupt_next |= {channel: dict(fields) for channel in channels}
+
+        return self._run(lambda: self._each(session, corrupt_one, _caller))
+
     def malformed(self, session: int | None = None, *, _caller: Session | None = None) -> list[int]:
         """Send one text frame that is not valid JSON (a truncated subscription notification)."""
         return self._run(lambda: self._each(session, lambda t: t.send(MALFORMED_FRAME), _caller))
@@ -247,6 +268,7 @@ def register_control_methods(exchange: Exchange, faults: Faults, lifecycle: Life
             "stall",
             "slow",
             "skip_change",
+            "corrupt_book",
             "malformed",
             "error",
             "maintenance",

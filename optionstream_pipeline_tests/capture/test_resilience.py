@@ -138,6 +138,72 @@ def test_a_bad_frame_is_counted_and_skipped_without_disturbing_the_stream(
     assert any(expected in message for message in caplog.messages)
 
 
+# Valid JSON, but not Deribit's book levels (or a field of the wrong type): never a record.
+BAD_BOOKS = {
+    "levels not a list": {"bids": "oops"},
+    "a level of two items": {"bids": [["new", 0.0415]]},
+    "a string price": {"asks": [["new", "0.0425", 3.0]]},
+    "an unknown action": {"asks": [["replace", 0.0425, 3.0]]},
+    "a negative amount": {"bids": [["change", 0.0415, -1.0]]},
+    "an object instead of a list": {"asks": {"new": 0.0425}},
+    "change_id of the wrong type": {"change_id": "33195894355"},
+}
+
+
+def test_a_book_frame_that_is_not_deribits_is_refused_and_only_its_instrument_resynced(
+    simulator, kafka_bootstrap, kafka_topic, caplog
+) -> None:
+    sim = simulator(max_instruments=12, events_per_second=300)
+    instruments = sim.market.instruments()[:10]
+    targets = dict(zip(BAD_BOOKS, instruments, strict=False))
+    settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic)
+    with (
+        caplog.at_level(logging.WARNING),
+        running_capture(settings, instruments) as capture,
+        TopicLog(kafka_bootstrap, kafka_topic) as reader,
+    ):
+        wait_subscribed(capture, len(instruments))
+        reader.read_until(lambda rs: {r.key for r in rs} >= set(instruments), 20, "a snapshot of every book")
+        for shape, name in targets.items():
+            sim.faults.corrupt_book(name, BAD_BOOKS[shape], "100ms")
+        wait_until(lambda: capture.engine.stats().malformed_frames == len(BAD_BOOKS), 20, message="all refused")
+        reader.read_until(
+            lambda rs: {r.key for r in rs if getattr(r.record, "reason", "") == "resync"} == set(targets.values()),
+            20,
+            "a resync snapshot of every instrument that sent a bad frame, and of no other",
+        )
+        records = settle_and_read(sim, reader, instruments)
+        stats = capture.engine.stats()
+
+    check_record_envelope(records)  # every record written is schema-valid: none carries a bad level
+    assert check_books_against_truth(records, sim) > 100  # strict: each book continuous, equal to the truth
+    streams = by_instrument(records)
+    for shape, name in targets.items():
+        kinds = [r.type for r in streams[name]]
+        marker = "disconnect" if shape == "change_id of the wrong type" else "gap"
+        first_marker = kinds.index(marker)
+        assert kinds[first_marker + 1 :].count("snapshot") == 1, f"{name} ({shape}) resynced once"
+        assert [r.reason for r in streams[name] if r.type == marker] == [
+            "unreadable book frame; resyncing" if marker == "disconnect" else "malformed book frame"
+        ]
+    for name in set(instruments) - set(targets.values()):
+        kinds = [r.type for r in streams[name]]
+        assert kinds[0] == "snapshot" and set(kinds[1:]) == {"change"}, f"{name} was interrupted"
+    assert (stats.malformed_frames, stats.resyncs, stats.gaps, stats.reconnects) == (
+        len(BAD_BOOKS),
+        len(BAD_BOOKS),
+        0,
+        0,
+    )
+    refused = [m for m in caplog.messages if "malformed frame skipped" in m]
+    assert len(refused) == len(BAD_BOOKS)
+    assert any("bids: Expected `array`, got `str`" in m for m in refused)
+    assert any("asks: Expected `float` > 0.0" in m or "asks: Expected `float`, got `str`" in m for m in refused)
+    assert any("Invalid enum value 'replace'" in m for m in refused)
+    assert any("Expected `int`, got `str` - at `$.params.data.change_id`" in m for m in refused)
+    assert not any("lacks a required field" in m or "missing" in m for m in refused)  # wrong type, not missing
+
+
 @pytest.mark.parametrize("close_connections", [True, False], ids=["connections-closed", "platform-locked"])
 def test_maintenance_is_waited_out_then_every_book_is_resubscribed(
     simulator, kafka_bootstrap, kafka_topic, close_connections

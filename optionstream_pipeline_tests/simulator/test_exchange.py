@@ -184,6 +184,25 @@ def test_maintenance_answers_11051_and_toggles_platform_state() -> None:
     assert "result" in harness.call("public/test")
 
 
+def test_corrupt_book_replaces_fields_of_exactly_one_message_of_that_channel() -> None:
+    harness = Harness(events_per_second=500)
+    name = harness.market.instruments()[0]
+    channel = f"book.{name}.raw"
+    harness.session.authed = True
+    harness.call("public/subscribe", {"channels": [channel]})
+    harness.frames()  # the snapshot
+    harness.faults.corrupt_book(name, {"bids": "oops", "asks": [["new", 0.1]]}, "raw")
+    for _ in range(100):
+        harness.tick(0.01)
+    received = [f["params"]["data"] for f in harness.frames()]
+    assert len(received) > 2
+    assert (received[0]["bids"], received[0]["asks"]) == ("oops", [["new", 0.1]])
+    assert received[0]["instrument_name"] == name and isinstance(received[0]["change_id"], int)
+    assert all(isinstance(data["bids"], list) for data in received[1:])  # one message only
+    assert all(b["prev_change_id"] == a["change_id"] for a, b in itertools.pairwise(received))
+    assert not harness.session.corrupt_next
+
+
 def test_skip_change_swallows_exactly_one_message_of_that_channel() -> None:
     harness = Harness(events_per_second=500)
     name = harness.market.instruments()[0]
