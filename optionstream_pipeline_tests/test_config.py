@@ -295,3 +295,20 @@ def test_discovery_filters_from_the_environment(tmp_path: Path) -> None:
 )
 def test_each_bad_orchestration_value_is_named(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in problems_of(tmp_path, text)
+
+
+def test_optionstream_config_prints_settings_to_stdout_and_errors_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optionstream_pipeline.cli import main
+
+    monkeypatch.delenv("OPTIONSTREAM_CONFIG", raising=False)
+    assert main(["config", "--config", str(write(tmp_path, "kafka:\n  topic: shown\n"))]) == 0
+    out, err = capsys.readouterr()
+    assert "topic: shown" in out and not err
+    monkeypatch.setenv("OPTIONSTREAM_KAFKA__BATCH_SIZE", "0")
+    assert main(["config", "--config", str(write(tmp_path, "kafka:\n  topik: x\n"))]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "kafka.topik: unknown key" in err
+    assert "kafka.batch_size: 0 (int) is out of range; allowed: 1 to 1000000 (from the environment variable" in err

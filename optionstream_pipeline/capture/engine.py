@@ -29,6 +29,7 @@ from optionstream_pipeline.capture.stats import CaptureStats, EngineCounters, co
 from optionstream_pipeline.capture.subscriptions import ENDED_STATES, SubscriptionTable, Verdict
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.kafka.admin import ensure_topic
+from optionstream_pipeline.kafka.logs import RepeatFilter
 from optionstream_pipeline.kafka.producer import RecordProducer, redacted
 from optionstream_pipeline.records.book import (
     encode_capture_meta,
@@ -39,6 +40,8 @@ from optionstream_pipeline.records.book import (
 )
 
 log = logging.getLogger(__name__)
+SOURCE_LOG = logging.getLogger(f"{__name__}.source")
+SOURCE_LOG.addFilter(RepeatFilter())
 
 POLL_INTERVAL_S = 0.01
 CONNECTION_STOP_S = 10.0
@@ -88,6 +91,7 @@ class CaptureEngine:
         self.final_undelivered: int | None = None
         self.reading_paused = 0  # connections currently held by back-pressure
         self.metrics_port: int | None = None
+        self.source_problem: str | None = None  # why the instrument source gave nothing, last time
         self._metrics_server: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -113,7 +117,7 @@ class CaptureEngine:
             )
             self._start_metrics()
             initial = self._initial
-            self._apply_instruments(initial | await self._read_source(at_start=True))
+            self._apply_instruments(initial | await self._read_source())
             # Only now may other threads reach the loop: set_instruments() before this point
             # updated _initial, and a stop request is either seen here or delivered through the loop.
             self._loop = asyncio.get_running_loop()
@@ -184,8 +188,10 @@ class CaptureEngine:
             self.final_undelivered = undelivered
             if undelivered:
                 log.error("capture %s: %d records undelivered after the flush bound", self.capture_id, undelivered)
-            else:
+            elif producer.produced:
                 log.info("capture %s: flushed; every record delivered", self.capture_id)
+            else:
+                log.info("capture %s: no record was produced", self.capture_id)
 
     # -- the universe -------------------------------------------------------------------------
 
@@ -239,26 +245,33 @@ class CaptureEngine:
     async def _follow_source(self) -> None:
         while True:
             await asyncio.sleep(self._source_refresh_s)
-            wanted = await self._read_source(at_start=False)
+            wanted = await self._read_source()
             if wanted and wanted - self.table.expired != self.table.names():
                 self._apply_instruments(wanted)
 
-    async def _read_source(self, at_start: bool) -> set[str]:
+    async def _read_source(self) -> set[str]:
         """The source's universe; empty (ignored) when it fails or is empty, so capture keeps going.
 
         An empty universe is never applied: a bad listing or a missing file must not unsubscribe
-        every book. To stop capturing, stop the capture.
+        every book. To stop capturing, stop the capture. Each problem is a warning (said once, then
+        counted: the source is read every few seconds), the ``source_failures`` counter and
+        :attr:`source_problem`, which the status line shows.
         """
         if self._source is None:
             return set()
         try:
             wanted = set(await asyncio.to_thread(self._source))
         except Exception as exc:
-            log.error("instrument source failed (%s); keeping the %d instruments followed", exc, len(self.table))
-            return set()
-        if not wanted and not at_start:
-            log.error("instrument source is empty; keeping the %d instruments followed", len(self.table))
-        return wanted
+            problem = f"instrument source failed ({exc})"
+        else:
+            if wanted:
+                self.source_problem = None
+                return wanted
+            problem = "instrument source lists no instrument"
+        self.source_problem = problem
+        self.counters.source_failures += 1
+        SOURCE_LOG.warning("%s; keeping the %d instruments followed", problem, len(self.table))
+        return set()
 
     # -- the hot path (BookSink) --------------------------------------------------------------
 

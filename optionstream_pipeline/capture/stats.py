@@ -31,6 +31,7 @@ class EngineCounters:
     malformed_frames: int = 0
     backpressure_pauses: int = 0
     dropped_unfollowed: int = 0
+    source_failures: int = 0
 
 
 @dataclass
@@ -100,6 +101,9 @@ class CaptureStats:
     maintenance: bool = _gauge("1 while Deribit reports the platform locked")
     dropped_awaiting_snapshot: int = _counter("Changes dropped while waiting for a resync snapshot")
     dropped_unfollowed: int = _counter("Frames of books already left, in flight during an unsubscribe")
+    source_failures: int = _counter(
+        "Reads of the instrument source (universe, live chain) that failed or listed nothing"
+    )
     backpressure_pauses: int = _counter("Times reading paused because the producer queue was full")
     markers: int = _counter("Marker records written: gap, disconnect, unsubscribed")
     batch_size_avg_bytes: float = _gauge("Average produced batch size (bytes)")
@@ -110,6 +114,7 @@ class CaptureStats:
     delivery_p99_ms: float | None = None
     oldest_update_age_s: float | None = None
     last_error: str | None = None
+    source_problem: str | None = None  # why the instrument source gave nothing, when it did not
     deribit_errors: dict[int, int] = field(default_factory=dict)  # Deribit error code -> times seen
     update_age_s: dict[str, float] = field(default_factory=dict)
 
@@ -176,6 +181,7 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         delivery_p99_ms=_percentile_ms(latencies, 0.99),
         oldest_update_age_s=max(ages.values()) if ages else None,
         last_error=next((c.counters.last_error for c in connections if c.counters.last_error), None),
+        source_problem=engine.source_problem,
         deribit_errors=_sum_counts(c.counters.errors_by_code for c in connections),
         update_age_s=ages,
     )
@@ -227,6 +233,8 @@ def status_line(stats: CaptureStats, rate: Rates) -> str:
     p99 = f"{stats.delivery_p99_ms:.1f} ms" if stats.delivery_p99_ms is not None else "-"
     age = f"{stats.oldest_update_age_s:.1f} s" if stats.oldest_update_age_s is not None else "-"
     flags = " MAINTENANCE" if stats.maintenance else ""
+    if not stats.instruments:
+        flags += f" NO INSTRUMENTS ({stats.source_problem or 'none configured'})"
     return (
         f"in {rate.messages_in_per_s:,.0f}/s  out {rate.messages_out_per_s:,.0f}/s  "
         f"books {stats.instruments_subscribed}/{stats.instruments}  conns {stats.connections_up}/{stats.connections}  "

@@ -9,6 +9,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from optionstream_pipeline.kafka.logs import librdkafka_logger
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ def connection_properties(client_config: Mapping[str, Any]) -> dict[str, Any]:
 
 def admin_client(client_config: Mapping[str, Any]) -> AdminClient:
     """An AdminClient sharing the producer's connection and security properties."""
-    return AdminClient(connection_properties(client_config))
+    return AdminClient({**connection_properties(client_config), "logger": librdkafka_logger()})
 
 
 def ensure_topic(
@@ -48,6 +50,7 @@ def ensure_topic(
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        admin = None  # released now, so that it says nothing after the error is reported
         raise BrokerUnreachableError(
             f"Kafka brokers {bootstrap} unreachable within {timeout_s:.0f} s: {exc.args[0].str()}"
         ) from None

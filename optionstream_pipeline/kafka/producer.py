@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import SecretStr
 
 from optionstream_pipeline.config import KafkaSettings, is_secret_property
+from optionstream_pipeline.kafka.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class RecordProducer:
         config["on_delivery"] = self._on_delivery
         config["stats_cb"] = self._on_stats
         config["error_cb"] = self._on_error
-        config["logger"] = logging.getLogger("librdkafka")
+        config["logger"] = librdkafka_logger()
         self._producer: Producer | None = Producer(config)
         self._produce = self._producer.produce
 
@@ -205,5 +206,5 @@ class RecordProducer:
         if error.fatal():  # e.g. the idempotent producer lost its state: this producer cannot go on
             self.fatal_error = f"{error.name()}: {error.str()}"
             log.critical("Kafka producer fatal error: %s", self.fatal_error)
-        else:
-            log.warning("Kafka: %s", error.str())
+        else:  # said once per problem, with the librdkafka log lines it echoes
+            librdkafka_logger().warning("%s", error.str())

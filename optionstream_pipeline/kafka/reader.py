@@ -28,6 +28,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from optionstream_pipeline.kafka.admin import connection_properties
+from optionstream_pipeline.kafka.logs import librdkafka_logger
 from optionstream_pipeline.records.book import BookRecord, RecordError, decode_record
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class TopicReader:
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": fetch_wait_ms,
-                "logger": logging.getLogger("librdkafka"),
+                "logger": librdkafka_logger(),
             }
         )
         if isinstance(start, Mapping):

@@ -21,6 +21,7 @@ NEWEST_UPDATE_AGE_S = "newest_update_age_s"
 OLDEST_UPDATE_AGE_S = "oldest_update_age_s"
 CAPTURE_ID = "capture_id"
 SILENT_INSTRUMENTS = "instruments_without_data"
+SOURCE_FAILURES = "source_failures"
 
 SILENT_SHOWN = 20
 

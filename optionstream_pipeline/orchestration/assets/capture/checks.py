@@ -74,9 +74,10 @@ def gap_rate(context: AssetCheckExecutionContext, optionstream: OptionStreamSett
 )
 def coverage(context: AssetCheckExecutionContext, optionstream: OptionStreamSettings) -> AssetCheckResult:
     settings = optionstream.settings()
-    universe = None
-    if settings.deribit.instruments == "auto":
-        universe = UniverseFileSource(settings.discovery.universe_path)()
+    universe = None  # an explicit list, or auto before discovery wrote a universe: the followed set
+    source = UniverseFileSource(settings.discovery.universe_path)
+    if settings.deribit.instruments == "auto" and source.exists():
+        universe = source()
     verdict = health.coverage(
         latest_observations(context, settings), universe, settings.orchestration.checks.min_coverage
     )

@@ -19,6 +19,7 @@ from optionstream_pipeline.orchestration.ops.observation import (
     MESSAGES_IN,
     NEWEST_UPDATE_AGE_S,
     SILENT_INSTRUMENTS,
+    SOURCE_FAILURES,
 )
 
 NO_OBSERVATION = "no capture observation yet: is a deribit_capture run live?"
@@ -96,7 +97,17 @@ def coverage(newest_first: Sequence[Observed], universe: Collection[str] | None,
         "min_coverage": min_coverage,
     }
     if expected == 0:
-        return Verdict(False, "the universe is empty: run the discovery asset or check its filters", values)
+        failures = int(_number(newest, SOURCE_FAILURES))
+        if failures:
+            text = (
+                f"capture follows no instrument: its instrument source failed or listed nothing {failures} "
+                "times (Deribit's listing, or the discovery universe; see the capture run's log)"
+            )
+        elif universe is None:
+            text = "capture follows no instrument yet"
+        else:
+            text = "the universe is empty: run the discovery asset or check its filters"
+        return Verdict(False, text, values)
     share = min(1.0, with_data / expected)
     values["coverage"] = share
     text = f"{with_data} of {expected} instruments have book data ({share:.1%}, minimum {min_coverage:.0%})"
