@@ -12,26 +12,37 @@ Starts what a real deployment has, in miniature:
 
 The capture_supervisor sensor then launches discovery and the capture run by itself. Ctrl-C stops
 ``dagster dev`` (its runs included), then the simulator and the broker.
+
+The demo owns what it starts: before starting anything it checks that the UI port is free, that no
+other demo uses the data directory (a lock file) and that no live Dagster daemon holds its instance,
+and says which is not so; and a :class:`~optionstream_pipeline.lifeline.Lifeline` stops ``dagster
+dev``'s whole process tree and the broker if the demo dies without Ctrl-C (SIGKILL, a closed
+terminal).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from optionstream_pipeline.config import ConfigError, Settings, load_settings
 from optionstream_pipeline.kafka.broker import EmbeddedBroker, broker_reachable
+from optionstream_pipeline.lifeline import Lifeline, stop_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -42,6 +53,8 @@ BROKER_PROBE_S = 2.0
 DAGSTER_STOP_S = 30.0
 CANCEL_WAIT_S = 30.0
 ORPHAN_STOP_S = 20.0
+LOCK_FILE = "demo.lock"
+DAEMON_ALIVE_S = 60.0  # Dagster's daemon beats every 30 s at most
 LIVE_CAPTURE_RUNS = """{ runsOrError(filter: {pipelineName: "deribit_capture",
   statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) { ... on Runs { results { runId } } } }"""
 TERMINATE_RUNS = """mutation($runIds: [String!]!) { terminateRuns(runIds: $runIds) { __typename } }"""
@@ -83,6 +96,13 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"optionstream demo: {required} is missing; run the demo from a source checkout", file=sys.stderr)
             return 2
     data_dir = Path(args.data_dir).resolve()
+    try:
+        check_port_free(args.host, args.port)
+        lock = hold_data_dir(data_dir)
+        check_no_live_daemon(data_dir / "dagster_home")
+    except DemoRefused as exc:
+        print(f"optionstream demo: {exc}", file=sys.stderr)
+        return 2
     # Ctrl-C and SIGTERM both mean "stop everything cleanly". SIGINT gets Python's handler even if the
     # demo was started with it ignored (a background job), so dagster dev does not inherit "ignored".
     previous = {
@@ -91,23 +111,86 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     try:
         with contextlib.ExitStack() as stack:
-            bootstrap = start_kafka(settings, args.embedded_kafka, stack)
+            stack.callback(lock.close)
+            lifeline = stack.enter_context(Lifeline())  # closed last: after every child stopped
+            bootstrap = start_kafka(settings, args.embedded_kafka, stack, lifeline)
             simulator_url = start_simulator(args, stack)
             env = demo_environment(settings, args.config, data_dir, bootstrap, simulator_url)
             _print_banner(args, data_dir, bootstrap, simulator_url)
-            return run_dagster_dev(env, args.host, args.port)
+            return run_dagster_dev(env, args.host, args.port, lifeline)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def start_kafka(settings: Settings, force_embedded: bool, stack: contextlib.ExitStack) -> str:
+class DemoRefused(Exception):
+    """The demo cannot start here; the message says why and what to do."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """The UI's port must be free now, or ``dagster dev`` would fail after everything else started."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((_connect_host(host), port))
+        except OSError as exc:
+            raise DemoRefused(
+                f"port {port} on {host} is taken ({exc.strerror}): is another demo or Dagster UI running? "
+                "Stop it, or choose another port with --port"
+            ) from None
+
+
+def hold_data_dir(data_dir: Path) -> IO[str]:
+    """An exclusive lock on the data directory for the demo's lifetime (the kernel drops it on exit)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held until the demo ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise DemoRefused(
+            f"another demo (pid {holder}) is using the data directory {data_dir}: stop it, or pass --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def check_no_live_daemon(dagster_home: Path, now: float | None = None) -> None:
+    """No Dagster daemon may be beating on this instance: two would run every sensor twice.
+
+    Read from the instance's SQLite run storage (``history/runs.db``, table ``daemon_heartbeats``)
+    without importing Dagster; an instance without that file has no daemon.
+    """
+    database = dagster_home / "history" / "runs.db"
+    if not database.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)) as db:
+            rows = db.execute("SELECT daemon_type, timestamp FROM daemon_heartbeats").fetchall()
+    except sqlite3.Error:
+        return  # not the storage this check knows: nothing to say
+    now = time.time() if now is None else now
+    for daemon, stamp in rows:
+        beat = datetime.fromisoformat(str(stamp)).replace(tzinfo=UTC).timestamp()
+        if now - beat < DAEMON_ALIVE_S:
+            raise DemoRefused(
+                f"a Dagster daemon ({daemon}) holds the instance in {dagster_home}: its last heartbeat was "
+                f"{now - beat:.0f} s ago. Stop that dagster dev (or daemon) first, or pass another --data-dir"
+            )
+
+
+def start_kafka(settings: Settings, force_embedded: bool, stack: contextlib.ExitStack, lifeline: Lifeline) -> str:
     """The configured brokers if they answer, else an embedded broker stopped with the demo."""
     configured = ",".join(settings.kafka.brokers)
     if not force_embedded and broker_reachable(configured, BROKER_PROBE_S):
         print(f"Kafka: using the configured broker {configured}")
         return configured
     broker = stack.enter_context(EmbeddedBroker())
+    lifeline.watch(broker.pid)
     print(f"Kafka: no broker at {configured}; started the embedded broker at {broker.bootstrap} (in memory)")
     return broker.bootstrap
 
@@ -162,9 +245,10 @@ def dagster_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
 
 
-def run_dagster_dev(env: dict[str, str], host: str, port: int) -> int:
+def run_dagster_dev(env: dict[str, str], host: str, port: int, lifeline: Lifeline) -> int:
     """Run ``dagster dev`` in its own session until it exits or the demo is interrupted."""
     process = subprocess.Popen(dagster_command(host, port), cwd=REPO_ROOT, env=env, start_new_session=True)
+    lifeline.watch(process.pid)
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -217,25 +301,9 @@ def stop_process_group(process: subprocess.Popen, timeout_s: float) -> None:
             process.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout_s)
-    for signum, wait_s in ((signal.SIGINT, ORPHAN_STOP_S), (signal.SIGKILL, 5.0)):
-        if not _group_signal(process.pid, signum):
-            break
-        deadline = time.monotonic() + wait_s
-        while _group_signal(process.pid, 0) and time.monotonic() < deadline:
-            time.sleep(0.2)
+    stop_groups([process.pid], ORPHAN_STOP_S)
     if process.poll() is None:
         process.wait(5)
-
-
-def _group_signal(pgid: int, signum: int) -> bool:
-    """Signal a process group; False once no process is left in it."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

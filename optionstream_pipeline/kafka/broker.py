@@ -156,6 +156,13 @@ class EmbeddedBroker:
         return f"{LOOPBACK}:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The broker process, which leads a session (and process group) of its own."""
+        if self._process is None:
+            raise RuntimeError("the broker is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         """True while the broker process is alive."""
         return self._process is not None and self._process.poll() is None

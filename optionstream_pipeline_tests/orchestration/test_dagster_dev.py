@@ -33,6 +33,7 @@ import pytest
 
 from optionstream_pipeline.demo import cancel_capture_runs, stop_process_group
 from optionstream_pipeline.kafka.broker import free_port
+from optionstream_pipeline.lifeline import alive
 from optionstream_pipeline.simulator.server import SimulatorThread
 from optionstream_pipeline.simulator.settings import SimulatorSettings
 from optionstream_pipeline_tests.support.kafka_reading import TopicLog
@@ -108,7 +109,7 @@ class DagsterDev:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
-        wait_until(lambda: not _group_alive(self.process.pid), 10, message="every process of the group gone")
+        wait_until(lambda: not alive(self.process.pid), 10, message="every process of the group gone")
 
     def stop(self) -> None:
         if self.process is None:
@@ -120,14 +121,6 @@ class DagsterDev:
     def log_tail(self, size: int = 6000) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return text[-size:]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
