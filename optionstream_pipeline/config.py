@@ -289,6 +289,21 @@ class CaptureSettings(Section):
     metrics: MetricsSettings = MetricsSettings()
 
 
+class ArchiveSettings(Section):
+    """The Parquet archive of the book topic: where it lives and how its files are cut."""
+
+    path: str = "data/archive"
+    max_records_per_file: int = Field(
+        500_000, ge=100, le=50_000_000, description="a file holds at most this many Kafka records"
+    )
+    row_group_rows: int = Field(
+        131_072, ge=1_024, le=10_000_000, description="Parquet row group size: what DuckDB's statistics prune"
+    )
+    group_id: str = "optionstream-archive"  # its committed offsets show the archive's lag in Kafka UI
+    read_timeout_s: float = Field(600.0, ge=1, le=86_400, description="bound on one pass to the end of a partition")
+    follow_interval_s: float = Field(5.0, ge=0.1, le=3600, description="optionstream archive --follow: pause")
+
+
 class DiscoveryFilters(Section):
     """Which listed BTC options make the capture universe; applied in this order: exclude, include,
     expiry window, strike band, then the cap (nearest expiries and nearest-the-money strikes first)."""
@@ -404,6 +419,7 @@ class Settings(BaseSettings):
     deribit: DeribitSettings = DeribitSettings()
     kafka: KafkaSettings = KafkaSettings()
     capture: CaptureSettings = CaptureSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     orchestration: OrchestrationSettings = OrchestrationSettings()
 

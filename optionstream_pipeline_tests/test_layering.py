@@ -38,7 +38,7 @@ def test_no_engine_package_imports_dagster() -> None:
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     packages = {name.split(".")[1] for name in report["imported"]}
-    assert {"capture", "consume", "deribit", "discovery", "kafka", "records", "simulator"} <= packages
+    assert {"archive", "capture", "consume", "deribit", "discovery", "kafka", "records", "simulator"} <= packages
     assert report["dagster"] == [], f"imported Dagster: {report['dagster'][:5]}"
 
 
@@ -46,6 +46,7 @@ def test_the_package_root_shows_the_data_path() -> None:
     root = REPO_ROOT / "optionstream_pipeline"
     packages = sorted(path.name for path in root.iterdir() if path.is_dir() and path.name != "__pycache__")
     assert packages == [
+        "archive",
         "capture",
         "consume",
         "deribit",

@@ -33,6 +33,23 @@ def admin_client(client_config: Mapping[str, Any]) -> AdminClient:
     return AdminClient({**connection_properties(client_config), "logger": librdkafka_logger()})
 
 
+def topic_partitions(client_config: Mapping[str, Any], topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partitions the topic has now; raises naming the topic when it does not exist."""
+    admin = admin_client(client_config)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)  # naming the topic could auto-create it
+    except KafkaException as exc:
+        admin = None
+        bootstrap = client_config.get("bootstrap.servers", "?")
+        raise BrokerUnreachableError(
+            f"Kafka brokers {bootstrap} unreachable within {timeout_s:.0f} s: {exc.args[0].str()}"
+        ) from None
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise LookupError(f"topic {topic!r} does not exist (yet): start capture first, or check kafka.topic")
+    return sorted(described.partitions)
+
+
 def ensure_topic(
     client_config: dict[str, Any],
     topic: str,

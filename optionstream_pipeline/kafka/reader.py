@@ -80,6 +80,9 @@ class TopicReader:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
+                # A start offset that is gone (retention) or beyond the end (a recreated topic) reads
+                # from the earliest record there is: the caller sees which offset came first.
+                "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": fetch_wait_ms,
                 "logger": librdkafka_logger(),
             }
@@ -137,7 +140,13 @@ class TopicReader:
         return records
 
     def read_to_end(self, timeout_s: float) -> Iterator[TopicRecord]:
-        """Every record from the current positions until each assigned partition reported its end.
+        """Every record of :meth:`batches_to_end`, one at a time."""
+        for batch in self.batches_to_end(timeout_s):
+            yield from batch
+
+    def batches_to_end(self, timeout_s: float) -> Iterator[list[TopicRecord]]:
+        """Every record from the current positions until each assigned partition reported its end,
+        in the batches they were fetched in.
 
         A partition counts as read to its end when an end-of-partition event at the consumer's
         position arrives during this call: one seen before is looked at again (the end may have
@@ -155,8 +164,23 @@ class TopicReader:
                     f"{self.topic}: partitions {missing} not read to their end within {timeout_s:g} s "
                     f"(next offsets {[self._next.get(p) for p in missing]})"
                 )
-            yield from self.poll(min(POLL_S, remaining))
+            batch = self.poll(min(POLL_S, remaining))
+            if batch:
+                yield batch
             reached |= self._at_end
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Read ``partition`` from ``offset`` (or ``BEGINNING``) next; what was buffered for it is dropped."""
+        self._pending = deque(m for m in self._pending if m.partition() != partition)
+        self._consumer.seek(TopicPartition(self.topic, partition, offset))
+        self._next[partition] = offset if offset >= 0 else None
+        self._at_end.discard(partition)
+
+    def end_offset(self, partition: int) -> int:
+        """The partition's end as the latest fetch reported it (its high watermark then): valid only
+        after records or an end of partition came from a fetch."""
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+        return high
 
     def positions(self) -> dict[int, int | None]:
         """The offset of the next record to hand out, per partition (``None``: not known yet)."""
@@ -174,12 +198,8 @@ class TopicReader:
         """An end seen in an earlier fetch may have moved: fetch these partitions again from their
         positions, so that a fresh end-of-partition event (or the new records) follows. Messages of
         theirs already buffered come again from the broker, in order."""
-        if not partitions:
-            return
-        self._pending = deque(m for m in self._pending if m.partition() not in partitions)
         for partition in sorted(partitions):
-            self._consumer.seek(TopicPartition(self.topic, partition, self._next[partition]))
-        self._at_end -= partitions
+            self.seek(partition, self._next[partition])
 
     def _advance(self, partition: int, offset: int) -> None:
         self._next[partition] = offset + 1

@@ -1,0 +1,98 @@
+"""Where each archive file lives and what its name says: the archive's only bookkeeping.
+
+``book/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<incarnation>+<first offset>-<last offset>.parquet``
+
+The directory is the UTC date and hour of the file's rows' ``book_time`` (Hive partitioning, which
+DuckDB turns into ``date`` and ``hour`` columns that prune). The name says which Kafka records the
+file holds, all of them, each exactly once: topic, partition, topic incarnation, and the first and
+last offset (zero-padded, so names sort by offset). Progress is read from these names, never kept
+elsewhere, so no crash can leave the bookkeeping and the data disagreeing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+TABLE = "book"
+SUFFIX = ".parquet"
+TEMPORARY_PREFIX = "."  # a file being written: ".<name>.tmp", never read, removed by the next run
+OFFSET_DIGITS = 20
+_NAME = re.compile(
+    r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<incarnation>\d+)\+(?P<first>\d+)-(?P<last>\d+)\.parquet$"
+)
+_HOUR_DIR = re.compile(r"date=(?P<date>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})$")
+US_PER_HOUR = 3_600_000_000
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ArchiveFile:
+    """One Parquet file of the archive, as its path says."""
+
+    topic: str
+    partition: int
+    incarnation: int
+    first_offset: int
+    last_offset: int
+    hour_start_us: int  # the UTC hour of its rows' book_time, µs since the epoch
+
+    @property
+    def name(self) -> str:
+        return (
+            f"{self.topic}+{self.partition}+{self.incarnation}+"
+            f"{self.first_offset:0{OFFSET_DIGITS}d}-{self.last_offset:0{OFFSET_DIGITS}d}{SUFFIX}"
+        )
+
+    @property
+    def directory(self) -> str:
+        return hour_directory(self.hour_start_us)
+
+    @property
+    def path(self) -> str:
+        """Relative to the archive root."""
+        return f"{self.directory}/{self.name}"
+
+    @property
+    def records(self) -> int:
+        return self.last_offset - self.first_offset + 1
+
+    def covers(self, other: ArchiveFile) -> bool:
+        """Whether this file holds every record of ``other`` (a compacted file and its inputs)."""
+        return (
+            (self.topic, self.partition, self.incarnation) == (other.topic, other.partition, other.incarnation)
+            and self.first_offset <= other.first_offset
+            and other.last_offset <= self.last_offset
+            and self != other
+        )
+
+    @classmethod
+    def parse(cls, path: str) -> ArchiveFile | None:
+        """The file a relative path names, or ``None`` for anything else (temporary, foreign)."""
+        directory, _, name = path.rpartition("/")
+        name_match, dir_match = _NAME.match(name), _HOUR_DIR.search(directory)
+        if name_match is None or dir_match is None:
+            return None
+        hour = datetime.strptime(f"{dir_match['date']} {dir_match['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        return cls(
+            name_match["topic"],
+            int(name_match["partition"]),
+            int(name_match["incarnation"]),
+            int(name_match["first"]),
+            int(name_match["last"]),
+            int(hour.timestamp()) * 1_000_000,
+        )
+
+
+def hour_of(time_us: int) -> int:
+    """The start of the UTC hour holding ``time_us`` (µs since the epoch)."""
+    return time_us - time_us % US_PER_HOUR
+
+
+def hour_directory(hour_start_us: int) -> str:
+    moment = datetime.fromtimestamp(hour_start_us / 1_000_000, UTC)
+    return f"{TABLE}/date={moment:%Y-%m-%d}/hour={moment:%H}"
+
+
+def temporary_name(file: ArchiveFile) -> str:
+    return f"{file.directory}/{TEMPORARY_PREFIX}{file.name}.tmp"

@@ -1,0 +1,229 @@
+"""The archive on disk: atomic file writes, the files a partition holds, and one writer per partition.
+
+A file is written under a temporary name in its final directory, flushed to disk (``fsync``), then
+renamed into place and the directory flushed: a reader, and the next run, see the whole file or
+nothing. A crash leaves at most a temporary file, which the next run of that partition removes.
+
+Two runs of one partition at once cannot both write: each holds an exclusive lock on the
+partition's lock file (``_locks/<topic>+<partition>.lock``) while it runs; the second is refused,
+naming the first's pid. The kernel releases the lock when a process dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from optionstream_pipeline.archive.faults import AFTER_RENAME, MID_WRITE, crash_point
+from optionstream_pipeline.archive.layout import TABLE, TEMPORARY_PREFIX, ArchiveFile, temporary_name
+from optionstream_pipeline.archive.progress import Archived, Fingerprint
+from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, SORT_KEYS
+
+FORMAT_KEY = b"optionstream.archive"
+FORMAT_VERSION = b"1"
+STATE_KEY = b"optionstream.state"  # JSON: the partition's book_time and last record, as of this file
+LOCKS = "_locks"
+HOLES = "holes"
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be used as it is; the message names the file and what is wrong."""
+
+
+class PartitionBusy(ArchiveError):
+    """Another run holds the partition."""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a file's footer says about the partition after its last record."""
+
+    book_time_us: int
+    last: Fingerprint
+
+    def to_json(self) -> bytes:
+        return json.dumps({"book_time_us": self.book_time_us, "last": dataclasses.asdict(self.last)}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FileState:
+        value = json.loads(data)
+        return cls(int(value["book_time_us"]), Fingerprint(**value["last"]))
+
+
+class ArchiveStore:
+    """The archive under one local directory."""
+
+    def __init__(self, root: str | Path, row_group_rows: int = 131_072) -> None:
+        self.root = Path(root)
+        self.row_group_rows = row_group_rows
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def files(self, topic: str | None = None, partition: int | None = None) -> list[ArchiveFile]:
+        """Every archive file (of one topic and partition), by offset; temporary files left out."""
+        found = []
+        for path in sorted((self.root / TABLE).glob("date=*/hour=*/*.parquet")):
+            file = ArchiveFile.parse(path.relative_to(self.root).as_posix())
+            if file is None:
+                continue
+            if (topic is None or file.topic == topic) and (partition is None or file.partition == partition):
+                found.append(file)
+        return sorted(found, key=lambda f: (f.topic, f.partition, f.incarnation, f.first_offset, -f.last_offset))
+
+    def live_files(self, topic: str | None = None, partition: int | None = None) -> list[ArchiveFile]:
+        """:meth:`files` without those another file covers (inputs of a compaction not yet removed)."""
+        files = self.files(topic, partition)
+        return [file for file in files if not any(other.covers(file) for other in files)]
+
+    def archived(self, topic: str, partition: int) -> Archived | None:
+        """The partition's progress: its newest incarnation and last file, or ``None`` if it has none."""
+        files = self.live_files(topic, partition)
+        if not files:
+            return None
+        newest = max(files, key=lambda f: (f.incarnation, f.last_offset))
+        state = self.file_state(newest)
+        return Archived(newest.incarnation, newest.last_offset + 1, state.last, state.book_time_us)
+
+    def file_state(self, file: ArchiveFile) -> FileState:
+        metadata = self._footer(file).metadata or {}
+        if metadata.get(FORMAT_KEY) != FORMAT_VERSION or STATE_KEY not in metadata:
+            raise ArchiveError(f"{self.root / file.path}: not an OptionStream archive file (no {FORMAT_KEY.decode()})")
+        return FileState.from_json(metadata[STATE_KEY])
+
+    def read(self, file: ArchiveFile) -> pa.Table:
+        try:
+            return pq.read_table(self.root / file.path, schema=ARCHIVE_SCHEMA)
+        except (OSError, pa.ArrowException) as exc:
+            raise ArchiveError(f"{self.root / file.path}: cannot be read as an archive file: {exc}") from None
+
+    def _footer(self, file: ArchiveFile) -> pq.FileMetaData:
+        try:
+            return pq.read_metadata(self.root / file.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise ArchiveError(f"{self.root / file.path}: cannot be read as a Parquet file: {exc}") from None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write(self, file: ArchiveFile, table: pa.Table, state: FileState) -> int:
+        """Write ``file`` atomically, rows sorted for per-instrument scans; returns its size in bytes."""
+        final = self.root / file.path
+        temporary = self.root / temporary_name(file)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {FORMAT_KEY: FORMAT_VERSION, STATE_KEY: state.to_json()}
+        table = sorted_rows(table).replace_schema_metadata({**(ARCHIVE_SCHEMA.metadata or {}), **metadata})
+        try:
+            pq.write_table(
+                table,
+                temporary,
+                compression="zstd",
+                row_group_size=self.row_group_rows,
+                use_dictionary=True,
+                write_statistics=True,
+            )
+            crash_point(MID_WRITE)
+            _fsync(temporary)
+            os.replace(temporary, final)
+            crash_point(AFTER_RENAME)
+            _fsync(final.parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+            raise
+        return final.stat().st_size
+
+    def remove(self, file: ArchiveFile) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / file.path).unlink()
+
+    def remove_temporaries(self, topic: str, partition: int) -> list[Path]:
+        """The leftovers of runs that died mid-write (the caller holds the partition's lock)."""
+        prefix = f"{TEMPORARY_PREFIX}{topic}+{partition}+"
+        leftovers = [path for path in (self.root / TABLE).glob("date=*/hour=*/.*.tmp") if path.name.startswith(prefix)]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return leftovers
+
+    def remove_covered(self, topic: str, partition: int) -> list[ArchiveFile]:
+        """Files another file covers: what a compaction that died before its clean-up left."""
+        files = self.files(topic, partition)
+        covered = [file for file in files if any(other.covers(file) for other in files)]
+        for file in covered:
+            self.remove(file)
+        return covered
+
+    # -- holes --------------------------------------------------------------------------------
+
+    def record_hole(self, topic: str, partition: int, incarnation: int, first: int, last: int, why: str) -> Path:
+        path = self.root / HOLES / f"{topic}+{partition}+{incarnation}+{first}-{last}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"topic": topic, "partition": partition, "incarnation": incarnation, "first_offset": first,
+                    "last_offset": last, "why": why}  # fmt: skip
+        _write_atomically(path, json.dumps(document, indent=1).encode())
+        return path
+
+    def holes(self) -> list[dict[str, Any]]:
+        return [json.loads(path.read_text()) for path in sorted((self.root / HOLES).glob("*.json"))]
+
+    # -- one writer per partition -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def partition_lock(self, topic: str, partition: int) -> Iterator[None]:
+        path = self.root / LOCKS / f"{topic}+{partition}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            _lock(handle, path)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sorted_rows(table: pa.Table) -> pa.Table:
+    """The rows by instrument, then Kafka offset, then side and level (Arrow sorts no dictionary
+    column, so the keys are sorted as plain values), with one dictionary per column."""
+    keys = pa.table(
+        {name: table[name].cast(pa.string()) if pa.types.is_dictionary(table[name].type) else table[name]
+         for name, _ in SORT_KEYS}
+    )  # fmt: skip
+    return table.take(pc.sort_indices(keys, sort_keys=SORT_KEYS)).unify_dictionaries().combine_chunks()
+
+
+def _lock(handle: IO[str], path: Path) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise PartitionBusy(
+            f"{path.name.removesuffix('.lock')} is being archived by another run (pid {handle.read().strip() or '?'})"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    _fsync(temporary)
+    os.replace(temporary, path)
+    _fsync(path.parent)

@@ -1,0 +1,145 @@
+"""Exactly once, proven by killing: ``optionstream archive`` SIGKILLed at random moments and at the named
+crash points (a file half written, a file renamed but nothing after it done, files in place but the
+group not committed), again and again; after a last run the archive holds exactly the topic's rows."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+import yaml
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from optionstream_pipeline.archive.faults import AFTER_RENAME, BEFORE_COMMIT, CRASH_ENV, MID_WRITE
+from optionstream_pipeline.archive.store import ArchiveStore
+from optionstream_pipeline.records.book import encode_capture_meta, encode_change, encode_marker, encode_snapshot
+from optionstream_pipeline_tests.archive.test_archive_end_to_end import archive_rows, expected_rows
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
+PARTITIONS = 3
+NAMES = [f"BTC-27JUN25-{strike}-{kind}" for strike in range(60_000, 110_000, 5_000) for kind in "CP"]
+START_MS = 1_764_576_000_000 - 1_800_000  # half an hour before an hour boundary: files split there
+RANDOM_KILLS = 16  # landed on a running archive; trials that end first do not count
+MAX_TRIALS = 45
+TOTAL, FIRST, STEP = 60_000, 6_000, 1_200
+NAMED_KILLS = [(MID_WRITE, 3), (AFTER_RENAME, 2), (AFTER_RENAME, 5), (BEFORE_COMMIT, 1), (MID_WRITE, 7)]
+
+
+def topic_values(count: int) -> list[tuple[str, bytes, int]]:
+    """``(key, value, timestamp)`` of snapshots, changes continuing them and some disconnects, spread
+    over two hours of book time (so files split at an hour boundary)."""
+    capture = encode_capture_meta("crash-test", 0)
+    last: dict[str, int] = {}
+    rng = random.Random(7)
+    values = []
+    for index in range(count):
+        name = NAMES[index % len(NAMES)]
+        time_ms = START_MS + index * (7_200_000 // count)
+        change_id = 1_000 + index
+        levels = msgspec.Raw(msgspec.json.encode([["new", 0.001 * rng.randint(1, 90), float(rng.randint(0, 40))]]))
+        if name not in last:
+            value = encode_snapshot(
+                name, "100ms", time_ms, time_ms * 1000, change_id, levels, levels, capture, "subscribe"
+            )
+            last[name] = change_id
+        elif index % 997 == 0:
+            value = encode_marker("disconnect", name, "100ms", time_ms * 1000 + 5, "connection dropped", capture)
+            del last[name]
+        else:
+            value = encode_change(
+                name, "100ms", time_ms, time_ms * 1000, change_id, last[name], levels, msgspec.Raw(b"[]"), capture
+            )
+            last[name] = change_id
+        values.append((name, value, time_ms))
+    return values
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[str, bytes, int]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for key, value, timestamp in values:
+        producer.produce(topic, value, key, timestamp=timestamp)
+    assert producer.flush(30) == 0
+
+
+def archive_command(config: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "optionstream_pipeline.cli",
+        "--log-level",
+        "WARNING",
+        "archive",
+        "--config",
+        str(config),
+    ]
+
+
+def test_sigkill_at_any_moment_loses_or_doubles_no_row(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"test-archive-crash-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1)])[topic].result(30)
+    values = topic_values(TOTAL)
+    produce(kafka_bootstrap, topic, values[:FIRST])
+    later = iter(range(FIRST, TOTAL, STEP))  # more records before each trial: every run has work to do
+    root = tmp_path / "archive"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"brokers": [kafka_bootstrap], "topic": topic},
+                "archive": {"path": str(root), "max_records_per_file": 150, "row_group_rows": 1024},
+            }
+        )
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPTIONSTREAM_")}
+    rng = random.Random(11)
+    outcomes: list[str] = []
+
+    def more_records() -> None:
+        start = next(later, None)
+        if start is not None:
+            produce(kafka_bootstrap, topic, values[start : min(start + STEP, TOTAL)])
+
+    for point, times in NAMED_KILLS:
+        more_records()
+        result = subprocess.run(archive_command(config), env={**env, CRASH_ENV: f"{point}:{times}"}, timeout=120)
+        outcomes.append(f"{point}:{times} -> {result.returncode}")
+        assert result.returncode == -signal.SIGKILL, outcomes
+    landed = 0
+    for _ in range(MAX_TRIALS):
+        more_records()
+        process = subprocess.Popen(archive_command(config), env=env)
+        time.sleep(rng.uniform(0.5, 1.6))  # the command starts in about 0.7 s
+        process.send_signal(signal.SIGKILL)
+        code = process.wait(30)
+        outcomes.append(f"random -> {code}")
+        landed += code == -signal.SIGKILL
+        if landed == RANDOM_KILLS:
+            break
+    for start in later:
+        produce(kafka_bootstrap, topic, values[start : min(start + STEP, TOTAL)])
+    final = subprocess.run(archive_command(config), env=env, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+
+    store = ArchiveStore(root)
+    with TopicLog(kafka_bootstrap, topic) as log:
+        records = log.read_until(lambda rs: len(rs) >= TOTAL, 60, "the whole topic")
+    expected = [
+        row for message in sorted(records, key=lambda r: (r.partition, r.offset)) for row in expected_rows(message)
+    ]
+    actual = [{k: v for k, v in row.items() if k != "book_time"} for row in archive_rows(store)]
+    assert len(actual) == len(expected), outcomes
+    assert actual == expected, outcomes
+    assert not list(root.rglob("*.tmp"))
+    assert landed == RANDOM_KILLS, outcomes
+    assert len(NAMED_KILLS) + landed >= 20
