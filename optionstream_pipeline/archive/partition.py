@@ -118,12 +118,26 @@ class PartitionArchiver:
         if archived is None:
             return plan(None, None)
         reader.seek(self.partition, archived.last.offset)
-        first = next(iter(_first_record(reader, PROBE_TIMEOUT_S)), None)
+        first = self._first_record(reader, archived.last.offset)
         decided = plan(archived, Probe(first, reader.end_offset(self.partition)))
         # The probe read on: go back to where the plan says (after the archived record, or from the start).
         start = decided.start_offset + 1 if decided.skip_first else decided.start_offset
         reader.seek(self.partition, BEGINNING if start is None else start)
         return decided
+
+    def _first_record(self, reader: TopicReader, offset: int) -> TopicRecord | None:
+        """The first record from ``offset`` on, or ``None`` when the partition ends first: at its end,
+        or, past it, when the fetch reports an end before ``offset`` (a broker may then send neither
+        records nor an end-of-partition event)."""
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            batch = reader.poll()
+            if batch:
+                return batch[0]
+            if reader.at_end(self.partition) or 0 <= reader.end_offset(self.partition) <= offset:
+                return None
+        raise TimeoutError(f"{self.topic} partition {self.partition}: no answer from offset {offset} "
+                           f"within {PROBE_TIMEOUT_S:g} s")  # fmt: skip
 
     # -- reading and writing --------------------------------------------------------------------
 
@@ -193,10 +207,3 @@ class _Chunk:
 
     def next(self) -> _Chunk:
         return _Chunk(self.incarnation, self.book_time_us)
-
-
-def _first_record(reader: TopicReader, timeout_s: float) -> list[TopicRecord]:
-    """The first record from the reader's position, or none if the partition ends first."""
-    for batch in reader.batches_to_end(timeout_s):
-        return batch[:1]
-    return []

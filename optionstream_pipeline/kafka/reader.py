@@ -176,6 +176,10 @@ class TopicReader:
         self._next[partition] = offset if offset >= 0 else None
         self._at_end.discard(partition)
 
+    def at_end(self, partition: int) -> bool:
+        """Whether the partition's end was reached and nothing was read since."""
+        return partition in self._at_end
+
     def end_offset(self, partition: int) -> int:
         """The partition's end as the latest fetch reported it (its high watermark then): valid only
         after records or an end of partition came from a fetch."""

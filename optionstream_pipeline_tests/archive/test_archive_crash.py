@@ -13,62 +13,21 @@ import time
 import uuid
 from pathlib import Path
 
-import msgspec
 import pytest
 import yaml
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from optionstream_pipeline.archive.faults import AFTER_RENAME, BEFORE_COMMIT, CRASH_ENV, MID_WRITE
 from optionstream_pipeline.archive.store import ArchiveStore
-from optionstream_pipeline.records.book import encode_capture_meta, encode_change, encode_marker, encode_snapshot
-from optionstream_pipeline_tests.archive.test_archive_end_to_end import archive_rows, expected_rows
+from optionstream_pipeline_tests.archive.conftest import archive_rows, expected_rows, produce, topic_values
 from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
 PARTITIONS = 3
-NAMES = [f"BTC-27JUN25-{strike}-{kind}" for strike in range(60_000, 110_000, 5_000) for kind in "CP"]
-START_MS = 1_764_576_000_000 - 1_800_000  # half an hour before an hour boundary: files split there
 RANDOM_KILLS = 16  # landed on a running archive; trials that end first do not count
 MAX_TRIALS = 45
 TOTAL, FIRST, STEP = 60_000, 6_000, 1_200
 NAMED_KILLS = [(MID_WRITE, 3), (AFTER_RENAME, 2), (AFTER_RENAME, 5), (BEFORE_COMMIT, 1), (MID_WRITE, 7)]
-
-
-def topic_values(count: int) -> list[tuple[str, bytes, int]]:
-    """``(key, value, timestamp)`` of snapshots, changes continuing them and some disconnects, spread
-    over two hours of book time (so files split at an hour boundary)."""
-    capture = encode_capture_meta("crash-test", 0)
-    last: dict[str, int] = {}
-    rng = random.Random(7)
-    values = []
-    for index in range(count):
-        name = NAMES[index % len(NAMES)]
-        time_ms = START_MS + index * (7_200_000 // count)
-        change_id = 1_000 + index
-        levels = msgspec.Raw(msgspec.json.encode([["new", 0.001 * rng.randint(1, 90), float(rng.randint(0, 40))]]))
-        if name not in last:
-            value = encode_snapshot(
-                name, "100ms", time_ms, time_ms * 1000, change_id, levels, levels, capture, "subscribe"
-            )
-            last[name] = change_id
-        elif index % 997 == 0:
-            value = encode_marker("disconnect", name, "100ms", time_ms * 1000 + 5, "connection dropped", capture)
-            del last[name]
-        else:
-            value = encode_change(
-                name, "100ms", time_ms, time_ms * 1000, change_id, last[name], levels, msgspec.Raw(b"[]"), capture
-            )
-            last[name] = change_id
-        values.append((name, value, time_ms))
-    return values
-
-
-def produce(bootstrap: str, topic: str, values: list[tuple[str, bytes, int]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for key, value, timestamp in values:
-        producer.produce(topic, value, key, timestamp=timestamp)
-    assert producer.flush(30) == 0
 
 
 def archive_command(config: Path) -> list[str]:

@@ -11,7 +11,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,11 +24,10 @@ from optionstream_pipeline.archive.run import archive_store, archive_topic
 from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, COLUMNS
 from optionstream_pipeline.archive.store import ArchiveStore
 from optionstream_pipeline.config import Settings
-from optionstream_pipeline.deribit.instruments import parse_option_name
 from optionstream_pipeline.kafka.reader import TopicRecord
-from optionstream_pipeline.records.book import Change, Gap, Snapshot
 from optionstream_pipeline.simulator.server import SimulatorThread
 from optionstream_pipeline.simulator.settings import SimulatorSettings
+from optionstream_pipeline_tests.archive.conftest import archive_rows, expected_rows
 from optionstream_pipeline_tests.capture.conftest import capture_settings, running_capture, wait_subscribed
 from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
@@ -80,52 +78,6 @@ def archived_run(
         with TopicLog(kafka_bootstrap, topic) as log:
             records = log.read_until(lambda rs: len(rs) >= final.delivered, 30, "every delivered record")
     yield ArchivedRun(settings, archive_store(settings), records, passes)
-
-
-def archive_rows(store: ArchiveStore) -> list[dict]:
-    rows = [row for file in store.live_files() for row in store.read(file).to_pylist()]
-    return sorted(
-        rows, key=lambda row: (row["kafka_partition"], row["kafka_offset"], row["side"] or "", row["level"] or 0)
-    )
-
-
-def expected_rows(message: TopicRecord, incarnation: int = 0) -> list[dict]:
-    """The rows one record must become, written out from the record schema (not from the archive code)."""
-    record = message.record
-    name = parse_option_name(record.instrument)
-    base = {
-        "exchange": "deribit",
-        "symbol": record.instrument,
-        "timestamp": _time(message.timestamp_ms * 1000),
-        "local_timestamp": _time(record.local_timestamp_us),
-        "is_snapshot": isinstance(record, Snapshot),
-        "record_type": record.type,
-        "reason": getattr(record, "reason", None),
-        "change_id": getattr(record, "change_id", None),
-        "prev_change_id": record.prev_change_id if isinstance(record, Change | Gap) else None,
-        "expected_prev_change_id": record.expected_prev_change_id if isinstance(record, Gap) else None,
-        "interval": record.interval,
-        "capture_id": record.capture.id,
-        "capture_connection": record.capture.connection,
-        "kafka_partition": message.partition,
-        "kafka_offset": message.offset,
-        "topic_incarnation": incarnation,
-        "expiry": datetime.fromtimestamp(name.expiration_timestamp_ms / 1000, UTC),
-        "strike": name.strike,
-        "option_type": name.option_type,
-    }
-    no_level = {"side": None, "price": None, "amount": None, "action": None, "level": None}
-    if not isinstance(record, Snapshot | Change) or not (record.bids or record.asks):
-        return [{**base, **no_level}]
-    rows = []
-    for side, levels in (("ask", record.asks), ("bid", record.bids)):  # the archive's sort order
-        for index, (action, price, amount) in enumerate(levels):
-            rows.append({**base, "side": side, "price": price, "amount": amount, "action": action, "level": index})
-    return rows
-
-
-def _time(us: int) -> datetime:
-    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
 
 
 def test_the_archive_holds_exactly_the_topic_exploded(archived_run: ArchivedRun) -> None:

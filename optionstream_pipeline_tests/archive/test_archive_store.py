@@ -103,3 +103,11 @@ def test_a_foreign_or_corrupt_parquet_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1 not really")
     with pytest.raises(ArchiveError, match=r"cannot be read as a Parquet file"):
         store.archived("orderbook.deribit.options", 3)
+
+
+def test_the_schema_documentation_shows_every_column_as_declared() -> None:
+    from optionstream_pipeline.archive.schema import COLUMNS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "archive-schema.md").read_text()
+    for name, _, meaning in COLUMNS:
+        assert f"| `{name}` |" in doc and meaning in doc, name
