@@ -368,6 +368,7 @@ class OrchestrationSettings(Section):
     max_backoff_s: float = Field(900.0, ge=1, le=86_400)
     backoff_after_failures: int = Field(2, ge=1, le=100, description="consecutive failures before waiting")
     engine_start_timeout_s: float = Field(60.0, ge=1, le=600)
+    archive_cron: Cron = "*/5 * * * *"  # every partition of the topic archived
     checks: HealthCheckSettings = HealthCheckSettings()
 
     @model_validator(mode="after")

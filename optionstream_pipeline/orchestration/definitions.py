@@ -13,10 +13,11 @@ from dagster import Definitions
 
 from optionstream_pipeline.orchestration.assets import (
     btc_option_universe,
+    build_archive_asset,
     capture_health_checks,
     deribit_option_books,
 )
-from optionstream_pipeline.orchestration.jobs import capture_job, discovery_job, health_checks_job
+from optionstream_pipeline.orchestration.jobs import build_archive_job, capture_job, discovery_job, health_checks_job
 from optionstream_pipeline.orchestration.resources import deployment_name, resources_for
 from optionstream_pipeline.orchestration.schedules import build_schedules
 from optionstream_pipeline.orchestration.sensors import build_capture_supervisor
@@ -24,12 +25,14 @@ from optionstream_pipeline.orchestration.sensors import build_capture_supervisor
 DEPLOYMENT = deployment_name()
 RESOURCES = resources_for(DEPLOYMENT)
 SETTINGS = RESOURCES["optionstream"].settings()
+ARCHIVE = build_archive_asset(SETTINGS.kafka.partitions)  # one partition key per Kafka partition
+ARCHIVE_JOB = build_archive_job(ARCHIVE.partitions_def)
 
 defs = Definitions(
-    assets=[btc_option_universe, deribit_option_books],
+    assets=[btc_option_universe, deribit_option_books, ARCHIVE],
     asset_checks=capture_health_checks,
-    jobs=[capture_job, discovery_job, health_checks_job],
-    schedules=build_schedules(SETTINGS),
+    jobs=[capture_job, discovery_job, health_checks_job, ARCHIVE_JOB],
+    schedules=build_schedules(SETTINGS, ARCHIVE_JOB),
     sensors=[build_capture_supervisor(SETTINGS.orchestration.supervisor_interval_s)],
     resources=RESOURCES,
 )

@@ -1,19 +1,34 @@
-"""Jobs: the long-running capture, instrument discovery, and the capture health checks.
+"""Jobs: the long-running capture, instrument discovery, the capture health checks, and the archive.
 
 Every run carries the ``optionstream/role`` tag; the instance's ``tag_concurrency_limits`` allow
 one ``capture`` run at a time, so two racing supervisor ticks can never start two captures.
 """
 
-from dagster import AssetSelection, define_asset_job, in_process_executor, job
+from __future__ import annotations
 
-from optionstream_pipeline.orchestration.assets import TOPIC_ASSET_KEY, UNIVERSE_ASSET_KEY
+from typing import TYPE_CHECKING
+
+from dagster import (
+    AssetSelection,
+    PartitionsDefinition,
+    define_asset_job,
+    in_process_executor,
+    job,
+)
+
+from optionstream_pipeline.orchestration.assets import ARCHIVE_ASSET_KEY, TOPIC_ASSET_KEY, UNIVERSE_ASSET_KEY
 from optionstream_pipeline.orchestration.ops.capture import capture_order_books
+
+if TYPE_CHECKING:  # not exported by Dagster
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 ROLE_TAG = "optionstream/role"
 CAPTURE_ROLE = "capture"
 CAPTURE_JOB_NAME = "deribit_capture"
 DISCOVERY_JOB_NAME = "discover_instruments"
 HEALTH_CHECKS_JOB_NAME = "capture_health_checks"
+ARCHIVE_JOB_NAME = "archive_topic"
+ARCHIVE_ROLE = "archive"
 
 
 @job(
@@ -44,3 +59,15 @@ health_checks_job = define_asset_job(
     executor_def=in_process_executor,
     description="Evaluate the capture health checks (freshness, gap rate, coverage) from the latest observations.",
 )
+
+
+def build_archive_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:
+    """One run archives one Kafka partition (its partition key); the schedule launches one per key."""
+    return define_asset_job(
+        ARCHIVE_JOB_NAME,
+        selection=AssetSelection.assets(ARCHIVE_ASSET_KEY),
+        partitions_def=partitions_def,
+        tags={ROLE_TAG: ARCHIVE_ROLE},
+        executor_def=in_process_executor,
+        description="Archive one Kafka partition of the book topic to Parquet, exactly once.",
+    )

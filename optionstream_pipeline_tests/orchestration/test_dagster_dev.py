@@ -8,7 +8,8 @@ One scenario, in order (each step waits on a condition with a deadline):
    message counts, and records arrive in Kafka;
 3. the run is terminated from the API: it ends CANCELED and the sensor starts a new one;
 4. the whole ``dagster dev`` process tree is SIGKILLed and restarted: the orphaned STARTED run is
-   marked failed (stale heartbeat) and a new one is STARTED.
+   marked failed (stale heartbeat) and a new one is STARTED;
+5. the archive schedule (every minute here) has archived every partition of the topic, rows included.
 
 Measured durations are printed (run with ``-s`` to see them).
 """
@@ -54,6 +55,10 @@ OBSERVATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path
   assetObservations(limit: 20) { runId timestamp
     metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename } }"""
+MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetMaterializations(limit: 200) { partition
+    metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
+ARCHIVE_PATH = ["archive", "deribit_option_books"]
 
 
 class DagsterDev:
@@ -153,6 +158,8 @@ def dagster_env(tmp_path: Path, simulator: SimulatorThread, kafka_bootstrap: str
             "OPTIONSTREAM_ORCHESTRATION__HEARTBEAT_STALE_S": "10",
             "OPTIONSTREAM_ORCHESTRATION__ENGINE_START_TIMEOUT_S": "10",
             "OPTIONSTREAM_ORCHESTRATION__SUPERVISOR_INTERVAL_S": "3",
+            "OPTIONSTREAM_ORCHESTRATION__ARCHIVE_CRON": "* * * * *",
+            "OPTIONSTREAM_ARCHIVE__PATH": str(tmp_path / "archive"),
         }
     )
     return env
@@ -192,6 +199,17 @@ def messages_in_of(dev: DagsterDev, run_id: str) -> list[int]:
     return counts
 
 
+def archived_partitions(dev: DagsterDev) -> set[str]:
+    """Partition keys of the archive asset with a materialization that holds rows."""
+    asset = dev.graphql(MATERIALIZATIONS, path=ARCHIVE_PATH)["assetOrError"]
+    return {
+        materialization["partition"]
+        for materialization in asset.get("assetMaterializations") or []
+        for entry in materialization["metadataEntries"]
+        if entry["label"] == "dagster/row_count" and entry.get("intValue", 0) > 0
+    }
+
+
 def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_bootstrap: str) -> None:
     timings: dict[str, float] = {}
     began = time.monotonic()
@@ -203,6 +221,7 @@ def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_
     assert {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]} == {
         "discover_instruments_schedule": "RUNNING",
         "capture_health_checks_schedule": "RUNNING",
+        "archive_schedule": "RUNNING",
     }
 
     # First launch: a STARTED capture run, observations with growing counts, data in Kafka.
@@ -240,4 +259,13 @@ def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_
     assert run_status(dagster_dev, second["runId"]) == "FAILURE"  # marked failed by the supervisor
     wait_until(lambda: len(messages_in_of(dagster_dev, third["runId"])) >= 2, 60, 0.5, "the resumed run observing")
     assert len(capture_runs(dagster_dev, "QUEUED", "NOT_STARTED", "STARTING", "STARTED")) == 1
+
+    # The archive schedule (every minute here) archived every Kafka partition of the topic.
+    wait_until(
+        lambda: archived_partitions(dagster_dev) == {"0", "1", "2", "3"},
+        150,
+        1,
+        f"archive materializations with rows for every partition\n{dagster_dev.log_tail()}",
+    )
+    timings["archive_all_partitions_s"] = time.monotonic() - began
     print("\ndagster dev timings: " + ", ".join(f"{key} {value:.1f}" for key, value in timings.items()))

@@ -11,15 +11,17 @@ import pytest
 import yaml
 from dagster import DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, Definitions
 
-from optionstream_pipeline.orchestration.assets import TOPIC_ASSET_KEY, UNIVERSE_ASSET_KEY
+from optionstream_pipeline.orchestration.assets import ARCHIVE_ASSET_KEY, TOPIC_ASSET_KEY, UNIVERSE_ASSET_KEY
 from optionstream_pipeline.orchestration.definitions import defs
 from optionstream_pipeline.orchestration.jobs import (
+    ARCHIVE_JOB_NAME,
     CAPTURE_JOB_NAME,
     DISCOVERY_JOB_NAME,
     HEALTH_CHECKS_JOB_NAME,
     ROLE_TAG,
 )
 from optionstream_pipeline.orchestration.resources import DEMO_OVERRIDES, deployment_name, resources_for
+from optionstream_pipeline.orchestration.schedules import ARCHIVE_SCHEDULE_NAME
 from optionstream_pipeline.orchestration.sensors import SENSOR_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +76,7 @@ def test_demo_instance_limits_capture_runs_to_one(tmp_path: Path) -> None:
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": ROLE_TAG, "value": "capture", "limit": 1} in limits
+        assert {"key": ROLE_TAG, "value": "archive", "limit": 3} in limits
         assert instance.run_monitoring_enabled
     assert yaml.safe_load(text)["run_monitoring"]["enabled"] is True
 
@@ -90,3 +93,16 @@ def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful for code location optionstream" in result.stdout + result.stderr
+
+
+def test_the_archive_has_one_partition_key_per_kafka_partition_and_runs_every_five_minutes() -> None:
+    graph = defs.resolve_asset_graph()
+    archive = graph.get(ARCHIVE_ASSET_KEY)
+    assert archive.is_materializable
+    assert archive.partitions_def.get_partition_keys() == [str(p) for p in range(12)]  # kafka.partitions
+    assert TOPIC_ASSET_KEY in archive.parent_keys
+    job = defs.resolve_job_def(ARCHIVE_JOB_NAME)
+    assert job.tags[ROLE_TAG] == "archive" and job.executor_def.name == "in_process"
+    schedule = defs.resolve_schedule_def(ARCHIVE_SCHEDULE_NAME)
+    assert (schedule.cron_schedule, schedule.job_name) == ("*/5 * * * *", ARCHIVE_JOB_NAME)
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING

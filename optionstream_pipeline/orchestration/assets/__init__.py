@@ -1,6 +1,7 @@
-"""Assets, one sub-package per area: ``discovery`` (the instrument universe) and ``capture`` (the
-Kafka topic as an external asset, with its health checks)."""
+"""Assets, one sub-package per area: ``discovery`` (the instrument universe), ``capture`` (the Kafka
+topic as an external asset, with its health checks) and ``archive`` (the topic in Parquet)."""
 
+from optionstream_pipeline.orchestration.assets.archive import ARCHIVE_ASSET_KEY, build_archive_asset
 from optionstream_pipeline.orchestration.assets.capture import (
     TOPIC_ASSET_KEY,
     capture_health_checks,
@@ -9,9 +10,11 @@ from optionstream_pipeline.orchestration.assets.capture import (
 from optionstream_pipeline.orchestration.assets.discovery import UNIVERSE_ASSET_KEY, btc_option_universe
 
 __all__ = [
+    "ARCHIVE_ASSET_KEY",
     "TOPIC_ASSET_KEY",
     "UNIVERSE_ASSET_KEY",
     "btc_option_universe",
+    "build_archive_asset",
     "capture_health_checks",
     "deribit_option_books",
 ]

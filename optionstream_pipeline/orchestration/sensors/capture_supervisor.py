@@ -22,7 +22,6 @@ from pathlib import Path
 
 from dagster import (
     DagsterInstance,
-    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -45,6 +44,7 @@ from optionstream_pipeline.orchestration.jobs import (
 )
 from optionstream_pipeline.orchestration.resources import OptionStreamSettings
 from optionstream_pipeline.orchestration.sensors import policy
+from optionstream_pipeline.orchestration.sensors.runs import RECENT_RUNS, fail_dead_runs, last_heartbeat
 
 SENSOR_NAME = "capture_supervisor"
 LAUNCHED_BY_TAG = "optionstream/launched_by"
@@ -57,7 +57,6 @@ LIVE_STATUSES = [
     DagsterRunStatus.CANCELING,
 ]
 FINISHED_STATUSES = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
-RECENT_RUNS = 25
 DISCOVERY_RETRY_S = 60.0
 
 # Replaced in tests to move time; the sensor never sleeps.
@@ -82,7 +81,15 @@ def build_capture_supervisor(minimum_interval_seconds: int = 15) -> SensorDefini
 def supervise(context: SensorEvaluationContext, settings: Settings, now: float) -> SensorResult:
     instance = context.instance
     requests = _discovery_request(instance, settings, now)
-    replaced = _fail_dead_runs(context, settings, now)
+    replaced = fail_dead_runs(
+        instance,
+        CAPTURE_JOB_NAME,
+        settings.orchestration,
+        now,
+        "capture run",
+        "Marked failed by the capture supervisor, which starts a replacement.",
+        context.log,
+    )
     live = instance.get_run_records(filters=RunsFilter(job_name=CAPTURE_JOB_NAME, statuses=LIVE_STATUSES), limit=1)
     if live:
         return SensorResult(run_requests=requests, skip_reason=None if requests else _live_text(instance, live[0], now))
@@ -106,35 +113,6 @@ def _capture_request(finished: list[policy.FinishedRun], replaced: list[str]) ->
     elif finished:
         tags[REPLACES_TAG] = finished[0].run_id
     return RunRequest(run_key=None, job_name=CAPTURE_JOB_NAME, tags=tags)
-
-
-def _fail_dead_runs(context: SensorEvaluationContext, settings: Settings, now: float) -> list[str]:
-    """Mark STARTED capture runs without a recent heartbeat as failed; returns their ids."""
-    instance = context.instance
-    replaced = []
-    records = instance.get_run_records(
-        filters=RunsFilter(job_name=CAPTURE_JOB_NAME, statuses=[DagsterRunStatus.STARTED]), limit=RECENT_RUNS
-    )
-    for record in records:
-        run = record.dagster_run
-        heartbeat = last_heartbeat(instance, run, record.start_time or record.create_timestamp.timestamp())
-        if not policy.is_dead(heartbeat, now, settings.orchestration):
-            continue
-        message = (
-            f"No heartbeat from capture run {run.run_id[:8]} for {now - heartbeat:.0f} s "
-            f"(limit orchestration.heartbeat_stale_s = {settings.orchestration.heartbeat_stale_s:g} s): its "
-            "worker is gone. Marked failed by the capture supervisor, which starts a replacement."
-        )
-        context.log.warning(message)
-        instance.report_run_failed(run, message=message)
-        replaced.append(run.run_id)
-    return replaced
-
-
-def last_heartbeat(instance: DagsterInstance, run: DagsterRun, fallback: float) -> float:
-    """Time of the run's newest event: its periodic observation, or any later or earlier event."""
-    records = instance.get_records_for_run(run.run_id, ascending=False, limit=1).records
-    return max(records[0].timestamp, fallback) if records else fallback
 
 
 def _live_text(instance: DagsterInstance, record, now: float) -> str:
