@@ -24,6 +24,8 @@ from optionstream_pipeline.simulator.settings import SimulatorSettings
 from optionstream_pipeline_tests.support.tcp_proxy import TcpProxy
 from optionstream_pipeline_tests.support.waiting import wait_until
 
+pytest_plugins = ["optionstream_pipeline_tests.archive.scenario"]  # the shared archive scenario
+
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 DEFAULT_TOPIC_PARTITIONS = 4
 _ADMIN_TIMEOUT_S = 30.0

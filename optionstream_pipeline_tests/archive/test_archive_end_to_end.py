@@ -1,89 +1,30 @@
-"""A simulator run with gaps and dropped connections, captured into the real broker and archived in
-three passes (two while capture runs): the Parquet rows are the topic's records, exploded, exactly.
-
-One scenario, shared by the tests of this module (it takes about half a minute).
-"""
+"""The archive scenario (``scenario.py``: gaps, dropped connections, a killed capture session, archive
+passes while capture runs): the Parquet rows are the topic's records, exploded, exactly."""
 
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from optionstream_pipeline.archive.layout import hour_of
-from optionstream_pipeline.archive.partition import PartitionReport
-from optionstream_pipeline.archive.run import archive_store, archive_topic
+from optionstream_pipeline.archive.run import archive_topic
 from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, COLUMNS
-from optionstream_pipeline.archive.store import ArchiveStore
-from optionstream_pipeline.config import Settings
-from optionstream_pipeline.kafka.reader import TopicRecord
-from optionstream_pipeline.simulator.server import SimulatorThread
-from optionstream_pipeline.simulator.settings import SimulatorSettings
 from optionstream_pipeline_tests.archive.conftest import archive_rows, expected_rows
-from optionstream_pipeline_tests.capture.conftest import capture_settings, running_capture, wait_subscribed
-from optionstream_pipeline_tests.support.kafka_reading import TopicLog
-from optionstream_pipeline_tests.support.waiting import wait_until
+from optionstream_pipeline_tests.archive.scenario import PARTITIONS, ArchivedRun
 
 pytestmark = pytest.mark.slow
-PARTITIONS = 4
-
-
-@dataclass
-class ArchivedRun:
-    settings: Settings
-    store: ArchiveStore
-    records: list[TopicRecord]  # the whole topic, as a consumer reads it
-    passes: list[list[PartitionReport]]
-
-
-@pytest.fixture(scope="module")
-def archived_run(
-    kafka_bootstrap: str, kafka_admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ArchivedRun]:
-    topic = f"test-archive-{uuid.uuid4().hex[:8]}"
-    kafka_admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1)])[topic].result(30)
-    root = tmp_path_factory.mktemp("archive")
-    with SimulatorThread(SimulatorSettings(max_instruments=16, events_per_second=300)) as sim:
-        instruments = sim.market.instruments()[:12]
-        target = instruments[5]
-        settings = capture_settings(
-            sim.url,
-            kafka_bootstrap,
-            topic,
-            **{"archive.path": str(root), "archive.max_records_per_file": 400, "archive.row_group_rows": 1024},
-        )
-        passes = []
-        with running_capture(settings, instruments) as capture:
-            wait_subscribed(capture, len(instruments))
-            wait_until(lambda: capture.engine.stats().delivered >= 500, 20, message="500 records delivered")
-            passes.append(archive_topic(settings))
-            for number in (1, 2):
-                sim.faults.skip_change(target, "100ms")
-                wait_until(lambda n=number: capture.engine.stats().gaps == n, 20, message=f"gap {number}")
-                sim.faults.drop()
-                wait_until(lambda n=number: capture.engine.stats().reconnects == n, 20, message=f"reconnect {number}")
-                wait_subscribed(capture, len(instruments))
-            passes.append(archive_topic(settings))
-            wait_until(lambda: capture.engine.stats().delivered >= 2500, 30, message="2500 records delivered")
-            final = capture.stop()
-        passes.append(archive_topic(settings))
-        with TopicLog(kafka_bootstrap, topic) as log:
-            records = log.read_until(lambda rs: len(rs) >= final.delivered, 30, "every delivered record")
-    yield ArchivedRun(settings, archive_store(settings), records, passes)
 
 
 def test_the_archive_holds_exactly_the_topic_exploded(archived_run: ArchivedRun) -> None:
     records = archived_run.records
     kinds = {r.record.type for r in records}
     assert {"snapshot", "change", "gap", "disconnect"} <= kinds  # the scenario has what it should
+    assert len({r.record.capture.id for r in records}) == 3
     expected = [
         row for message in sorted(records, key=lambda r: (r.partition, r.offset)) for row in expected_rows(message)
     ]
@@ -159,5 +100,5 @@ def test_a_pass_with_nothing_new_writes_nothing_and_the_group_shows_the_lag(arch
     store = archived_run.store
     for partition in committed:
         assert partition.offset == store.archived(settings.kafka.topic, partition.partition).next_offset
-    # The three passes while and after capture ran: each archived part of the topic, together all of it.
+    # The passes while and after capture ran: each archived part of the topic, together all of it.
     assert sum(report.records for one_pass in archived_run.passes for report in one_pass) == len(archived_run.records)

@@ -1,0 +1,1 @@
+"""DuckDB over the archive: views, macros, and ``optionstream query``."""
