@@ -234,6 +234,7 @@ def demo_environment(
             "OPTIONSTREAM_DERIBIT__BOOK_INTERVAL": "100ms",
             "OPTIONSTREAM_KAFKA__BROKERS": f"[{bootstrap}]",
             "OPTIONSTREAM_DISCOVERY__UNIVERSE_PATH": str(data_dir / "universe"),
+            "OPTIONSTREAM_ARCHIVE__PATH": str(data_dir / "archive"),
         }
     )
     # Keep the user's own OPTIONSTREAM_* tweaks (e.g. a shorter discovery cron), except the ones set above.

@@ -39,6 +39,7 @@ def test_demo_environment_points_dagster_at_the_broker_and_simulator(
     assert env["OPTIONSTREAM_KAFKA__BROKERS"] == "[127.0.0.1:1234]"
     assert env["OPTIONSTREAM_DERIBIT__WEBSOCKET_URL"] == "ws://127.0.0.1:5/ws/api/v2"
     assert env["OPTIONSTREAM_DISCOVERY__UNIVERSE_PATH"] == str(tmp_path / "universe")
+    assert env["OPTIONSTREAM_ARCHIVE__PATH"] == str(tmp_path / "archive")
     assert env["OPTIONSTREAM_DISCOVERY__SCHEDULE_CRON"] == "*/2 * * * *"  # the user's own tweak survives
     home = Path(env["DAGSTER_HOME"])
     assert home == tmp_path / "dagster_home"

@@ -38,7 +38,8 @@ def test_no_engine_package_imports_dagster() -> None:
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     packages = {name.split(".")[1] for name in report["imported"]}
-    assert {"archive", "capture", "consume", "deribit", "discovery", "kafka", "records", "simulator"} <= packages
+    engine = {"archive", "capture", "consume", "deribit", "discovery", "kafka", "query", "records", "simulator"}
+    assert engine <= packages
     assert report["dagster"] == [], f"imported Dagster: {report['dagster'][:5]}"
 
 
@@ -53,6 +54,7 @@ def test_the_package_root_shows_the_data_path() -> None:
         "discovery",
         "kafka",
         "orchestration",
+        "query",
         "records",
         "schemas",
         "simulator",

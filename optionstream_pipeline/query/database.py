@@ -1,7 +1,8 @@
 """DuckDB over the archive: views of the Parquet files and macros for what researchers ask.
 
 :func:`open_archive` opens (and creates) a DuckDB database file beside the archive
-(``<archive.path>/archive.duckdb``) and defines, each time, with ``CREATE OR REPLACE``:
+(``<archive.path>/archive.duckdb``, which a DuckDB shell can open too: the views read the files at
+query time, so they are never stale) and defines, each time, with ``CREATE OR REPLACE``:
 
 - ``book``: every row of the archive (``read_parquet`` with Hive partitioning: ``date`` and ``hour``
   columns that prune), less the files a compaction has replaced but not removed yet;
@@ -42,14 +43,18 @@ def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb
     files = f"{root}/{TABLE}/*/*/*.parquet"
     if not any((root / TABLE).glob("date=*/hour=*/*.parquet")):
         raise NoArchive(f"the archive at {root} has no file yet: run `optionstream archive` first")
-    connection = duckdb.connect(str(database or root / DATABASE_FILE))
+    try:
+        connection = duckdb.connect(str(database or root / DATABASE_FILE))
+    except duckdb.IOException:  # another process holds the file (a DuckDB shell on it): same views, in memory
+        connection = duckdb.connect(":memory:")
     connection.execute(_DEFINITIONS.replace("{files}", files.replace("'", "''")))
     return connection
 
 
 def archive_span(connection: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime]:
     """The first and last ``book_time`` the archive holds."""
-    return connection.execute("SELECT min(book_time), max(book_time) FROM book").fetchone()
+    [span] = connection.execute("SELECT min(book_time), max(book_time) FROM book").fetchall()
+    return span
 
 
 def check_time(connection: duckdb.DuckDBPyConnection, at: datetime) -> None:
@@ -83,12 +88,19 @@ WITH records AS (
     SELECT *, {'t': book_time, 'i': topic_incarnation, 'o': kafka_offset} AS seq
     FROM book WHERE book_time <= moment
 ),
-last_records AS (
+per_symbol AS (
     SELECT symbol, any_value(expiry) AS expiry, any_value(strike) AS strike, any_value(option_type) AS option_type,
            max_by({'type': record_type, 'reason': reason, 'capture_id': capture_id, 'change_id': change_id,
                    'book_time': book_time}, seq) AS last,
-           max(seq) FILTER (WHERE record_type = 'snapshot') AS snapshot_seq
+           max(seq) FILTER (WHERE record_type = 'snapshot') AS any_snapshot_seq,
+           max(seq) FILTER (WHERE record_type = 'unsubscribed') AS unsubscribed_seq
     FROM records GROUP BY symbol
+),
+last_records AS (  -- a snapshot from before the instrument was last unsubscribed starts no book
+    SELECT * EXCLUDE (any_snapshot_seq, unsubscribed_seq),
+           CASE WHEN unsubscribed_seq IS NULL OR any_snapshot_seq > unsubscribed_seq THEN any_snapshot_seq
+           END AS snapshot_seq
+    FROM per_symbol
 ),
 sessions AS (
     SELECT capture_id, max(book_time) AS ended FROM book

@@ -41,12 +41,15 @@ class Replay:
     def books_at(self, moment: datetime) -> dict[str, tuple[bool, list, list]]:
         builder = BookBuilder(strict=False)
         last_session: dict[str, str] = {}
+        last_kind: dict[str, str] = {}
         for time, record in self.stream:
             if time > moment:
                 break
             builder.apply(record.record)
             last_session[record.record.instrument] = record.record.capture.id
-        books = {}
+            last_kind[record.record.instrument] = record.record.type
+        # Followed (a record, and not unsubscribed last) but no snapshot yet: a book waiting for one.
+        books = {name: (False, [], []) for name, kind in last_kind.items() if kind != "unsubscribed"}
         for name, book in builder.books.items():
             alive = moment <= self.session_end[last_session[name]]
             bids = sorted(((p, a) for p, a in book.bids.items() if a > 0), reverse=True)

@@ -1,0 +1,112 @@
+"""``optionstream query``: the archive's macros from the shell, as a table, CSV or Parquet.
+
+    optionstream query book BTC-27JUN25-100000-C --at 2025-06-01T12:00:00Z --depth 5
+    optionstream query chain 27JUN25 --at 2025-06-01T12:00:00Z
+    optionstream query updates BTC-27JUN25-100000-C --from 2025-06-01T12:00Z --to 2025-06-01T12:05Z
+    optionstream query sql "SELECT record_type, count(*) FROM book GROUP BY 1"
+
+The table is DuckDB's own rendering; ``--csv`` writes CSV to standard output, ``--parquet FILE`` a
+Parquet file. A time the archive holds no data for is refused, naming what it holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from datetime import UTC, date, datetime
+
+import duckdb
+
+from optionstream_pipeline.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from optionstream_pipeline.query.database import NoArchive, check_time, open_archive
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "query",
+        help="query the archive (book at a time, chain, updates, SQL) through DuckDB",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help=f"YAML configuration (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
+    output.add_argument("--parquet", metavar="FILE", help="write the result to a Parquet file")
+    parser.add_argument("--rows", type=int, default=60, help="rows shown in a table (default %(default)s)")
+    what = parser.add_subparsers(dest="query", required=True, metavar="QUERY")
+    book = what.add_parser("book", help="one instrument's book at a time, level by level")
+    book.add_argument("instrument")
+    book.add_argument("--at", required=True, type=moment, help="UTC time, e.g. 2025-06-01T12:00:00Z")
+    book.add_argument("--depth", type=int, default=10)
+    chain = what.add_parser("chain", help="one expiry's chain at a time: calls | strike | puts")
+    chain.add_argument("expiry", type=expiry_date, help="27JUN25 or 2025-06-27")
+    chain.add_argument("--at", required=True, type=moment)
+    updates = what.add_parser("updates", help="one instrument's rows between two times")
+    updates.add_argument("instrument")
+    updates.add_argument("--from", dest="start", required=True, type=moment)
+    updates.add_argument("--to", dest="stop", required=True, type=moment)
+    sql = what.add_parser("sql", help="any SQL over the views (book, book_files) and macros")
+    sql.add_argument("statement")
+    parser.set_defaults(func=run_query_command)
+
+
+def moment(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: expected ISO 8601, e.g. 2025-06-01T12:00:00Z"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def expiry_date(text: str) -> date:
+    for pattern in ("%Y-%m-%d", "%d%b%y"):
+        try:
+            return datetime.strptime(text.upper() if "%b" in pattern else text, pattern).date()
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not an expiry: expected 27JUN25 or 2025-06-27")
+
+
+def run_query_command(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        connection = open_archive(settings.archive.path)
+        relation = build_query(connection, args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (NoArchive, duckdb.Error) as exc:
+        print(f"optionstream query: {exc}", file=sys.stderr)
+        return 1
+    if args.parquet:
+        relation.write_parquet(args.parquet)
+        print(f"wrote {args.parquet}", file=sys.stderr)
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(relation.columns)
+        writer.writerows(relation.fetchall())
+    else:
+        relation.show(max_rows=args.rows, max_width=200)
+    return 0
+
+
+def build_query(connection: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> duckdb.DuckDBPyRelation:
+    if args.query == "book":
+        check_time(connection, args.at)
+        return connection.sql(
+            "SELECT side, level, price, amount, as_of, reliable, why FROM book_at($1, $2, depth := $3)",
+            params=[args.instrument, args.at, args.depth],
+        )
+    if args.query == "chain":
+        check_time(connection, args.at)
+        return connection.sql("SELECT * FROM chain_at($1, $2)", params=[args.expiry, args.at])
+    if args.query == "updates":
+        return connection.sql(
+            "SELECT book_time, timestamp, record_type, side, price, amount, action, change_id, reason "
+            "FROM updates_between($1, $2, $3)",
+            params=[args.instrument, args.start, args.stop],
+        )
+    return connection.sql(args.statement)

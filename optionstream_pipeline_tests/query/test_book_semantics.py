@@ -1,0 +1,128 @@
+"""What the book at T is, case by case, on small archives written directly (no broker needed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
+from optionstream_pipeline.archive.progress import Fingerprint
+from optionstream_pipeline.archive.schema import book_times, explode
+from optionstream_pipeline.archive.store import ArchiveStore, FileState
+from optionstream_pipeline.kafka.reader import TopicRecord
+from optionstream_pipeline.query.database import open_archive
+from optionstream_pipeline.records import book
+
+T0 = 1_764_576_000_000  # ms, 2025-12-01 08:00 UTC
+X, Y = "BTC-27JUN25-100000-C", "BTC-27JUN25-100000-P"
+
+
+def levels(*items: tuple[str, float, float]) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode([list(item) for item in items]))
+
+
+class Stream:
+    """Records of one partition, in offset order, each at T0 + ``at`` ms."""
+
+    def __init__(self) -> None:
+        self.records: list[TopicRecord] = []
+
+    def add(self, value: bytes, at_ms: int) -> None:
+        self.records.append(TopicRecord(0, len(self.records), T0 + at_ms, "", value, book.decode_record(value)))
+
+    def snapshot(self, name: str, at: int, change_id: int, session: str = "a", bids=(), asks=()) -> None:
+        meta = book.encode_capture_meta(session, 0)
+        value = book.encode_snapshot(
+            name, "100ms", T0 + at, (T0 + at) * 1000, change_id, levels(*bids), levels(*asks), meta, "subscribe"
+        )
+        self.add(value, at)
+
+    def change(self, name: str, at: int, change_id: int, prev: int, session: str = "a", bids=(), asks=()) -> None:
+        self.add(book.encode_change(name, "100ms", T0 + at, (T0 + at) * 1000, change_id, prev, levels(*bids),
+                                    levels(*asks), book.encode_capture_meta(session, 0)), at)  # fmt: skip
+
+    def marker(self, kind: str, name: str, at: int, reason: str, session: str = "a") -> None:
+        self.add(
+            book.encode_marker(kind, name, "100ms", (T0 + at) * 1000, reason, book.encode_capture_meta(session)), at
+        )
+
+    def gap(self, name: str, at: int, change_id: int, prev: int, expected: int, session: str = "a") -> None:
+        self.add(book.encode_gap(name, "100ms", T0 + at, (T0 + at) * 1000, change_id, prev, expected,
+                                 book.encode_capture_meta(session, 0)), at)  # fmt: skip
+
+    def archive(self, root: Path):
+        times = book_times(self.records, 0)
+        store = ArchiveStore(root)
+        file = ArchiveFile("t", 0, 0, 0, len(self.records) - 1, hour_of(times[0]))
+        store.write(file, explode(self.records, times, 0), FileState(times[-1], Fingerprint.of(self.records[-1])))
+        return open_archive(root, ":memory:")
+
+
+def at(ms: int) -> datetime:
+    return datetime.fromtimestamp(T0 / 1000, UTC) + timedelta(milliseconds=ms)
+
+
+def books(connection, ms: int) -> dict[str, tuple]:
+    rows = connection.execute("SELECT symbol, reliable, why, bids, asks FROM books_at(?)", [at(ms)]).fetchall()
+    return {
+        name: (reliable, why, [(b["price"], b["amount"]) for b in bids], [(a["price"], a["amount"]) for a in asks])
+        for name, reliable, why, bids, asks in rows
+    }
+
+
+def test_changes_apply_to_the_last_snapshot_in_stream_order(tmp_path: Path) -> None:
+    stream = Stream()
+    stream.snapshot(X, 0, 10, bids=[("new", 0.01, 1.0), ("new", 0.02, 2.0)], asks=[("new", 0.03, 3.0)])
+    stream.change(X, 10, 12, 10, bids=[("change", 0.02, 5.0)], asks=[("new", 0.04, 1.0)])
+    stream.change(X, 20, 15, 12, bids=[("delete", 0.01, 0.0)])
+    connection = stream.archive(tmp_path)
+    assert books(connection, 0)[X] == (True, None, [(0.02, 2.0), (0.01, 1.0)], [(0.03, 3.0)])
+    assert books(connection, 15)[X] == (True, None, [(0.02, 5.0), (0.01, 1.0)], [(0.03, 3.0), (0.04, 1.0)])
+    assert books(connection, 20)[X] == (True, None, [(0.02, 5.0)], [(0.03, 3.0), (0.04, 1.0)])
+
+
+def test_a_gap_makes_the_book_unreliable_until_its_resync_snapshot(tmp_path: Path) -> None:
+    stream = Stream()
+    stream.snapshot(X, 0, 10, bids=[("new", 0.01, 1.0)])
+    stream.gap(X, 10, 14, 12, 10)
+    stream.snapshot(X, 30, 20, bids=[("new", 0.015, 4.0)])
+    stream.change(X, 40, 21, 20, asks=[("new", 0.03, 1.0)])  # keeps the partition's time going
+    connection = stream.archive(tmp_path)
+    assert books(connection, 20)[X] == (False, "gap: change_id gap", [(0.01, 1.0)], [])
+    assert books(connection, 30)[X] == (True, None, [(0.015, 4.0)], [])
+
+
+def test_a_marker_before_any_snapshot_is_a_book_waiting_for_it(tmp_path: Path) -> None:
+    stream = Stream()
+    stream.snapshot(X, 0, 10, bids=[("new", 0.01, 1.0)])
+    stream.marker("unsubscribed", X, 5, "left the universe")
+    stream.marker("disconnect", X, 10, "connection dropped")  # followed again, dropped before its snapshot
+    stream.marker("disconnect", Y, 10, "connection dropped")  # never had one
+    stream.snapshot(Y, 30, 11, asks=[("new", 0.03, 2.0)])
+    connection = stream.archive(tmp_path)
+    state = books(connection, 20)
+    assert state[X] == (False, "waiting for the first snapshot", [], [])  # not the book from before
+    assert state[Y] == (False, "waiting for the first snapshot", [], [])
+    assert X not in books(connection, 7)  # unsubscribed: no book
+    assert books(connection, 30)[Y] == (True, None, [], [(0.03, 2.0)])
+
+
+def test_a_session_that_ended_without_markers_leaves_its_books_unreliable(tmp_path: Path) -> None:
+    stream = Stream()
+    stream.snapshot(X, 0, 10, bids=[("new", 0.01, 1.0)], session="a")
+    stream.snapshot(Y, 5, 11, bids=[("new", 0.02, 1.0)], session="a")
+    stream.change(Y, 50, 12, 11, bids=[("change", 0.02, 2.0)], session="a")  # session a's last record
+    stream.snapshot(Y, 100, 30, bids=[("new", 0.02, 3.0)], session="b")  # a new session, no marker from a
+    stream.snapshot(X, 200, 31, bids=[("new", 0.01, 9.0)], session="b")
+    connection = stream.archive(tmp_path)
+    assert books(connection, 40)[X][0] is True  # session a still writing (Y's change at 50)
+    state = books(connection, 60)
+    for name in (X, Y):
+        reliable, why = state[name][:2]
+        assert not reliable and why == "capture session a ended at 2025-12-01 08:00:00.05+00 without markers"
+    state = books(connection, 150)
+    assert state[Y][:3] == (True, None, [(0.02, 3.0)])  # its new session's snapshot
+    assert state[X][0] is False
+    assert books(connection, 200)[X] == (True, None, [(0.01, 9.0)], [])
