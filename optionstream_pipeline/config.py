@@ -296,6 +296,12 @@ class ArchiveSettings(Section):
     max_records_per_file: int = Field(
         500_000, ge=100, le=50_000_000, description="a file holds at most this many Kafka records"
     )
+    compacted_records_per_file: int = Field(
+        2_000_000,
+        ge=100,
+        le=100_000_000,
+        description="a closed hour's files merge into files of at most this many records",
+    )
     row_group_rows: int = Field(
         131_072, ge=1_024, le=10_000_000, description="Parquet row group size: what DuckDB's statistics prune"
     )

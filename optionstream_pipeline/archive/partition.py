@@ -4,7 +4,8 @@ One run: take the partition's lock, remove what a dead run left (temporary files
 compaction it finished), read the archive's progress from its files, probe Kafka there and
 :func:`~optionstream_pipeline.archive.progress.plan`, then read to the end of the partition through
 the shared :class:`~optionstream_pipeline.kafka.reader.TopicReader`, explode the records into rows
-and write files. A file ends where the hour of ``book_time`` changes, after
+and write files; last, merge the small files of the hours now closed
+(:mod:`~optionstream_pipeline.archive.compaction`). A file ends where the hour of ``book_time`` changes, after
 ``archive.max_records_per_file`` records, or where the run ends: boundaries come from the records,
 never from the wall clock, and each file is in place whole or not at all. Only then are the consumer
 group's offsets committed, and only so that Kafka UI shows the archive's lag: progress is never read
@@ -21,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from optionstream_pipeline.archive.compaction import compact_partition
 from optionstream_pipeline.archive.faults import BEFORE_COMMIT, crash_point
 from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
 from optionstream_pipeline.archive.progress import Fingerprint, Plan, Probe, plan
@@ -51,6 +53,7 @@ class PartitionReport:
     read_offset: int | None = None  # the last offset read so far
     hole: tuple[int, int] | None = None
     new_incarnation: bool = False
+    compacted: int = 0  # files of closed hours merged into larger ones
     plan: str = ""
     duration_s: float = 0.0
 
@@ -108,6 +111,8 @@ class PartitionArchiver:
                 if report.last_offset is not None:
                     crash_point(BEFORE_COMMIT)
                     reader.commit({self.partition: report.last_offset + 1})
+            merges = compact_partition(self.store, self.topic, self.partition, self.settings.compacted_records_per_file)
+            report.compacted = sum(len(merge.inputs) for merge in merges)
         report.duration_s = time.monotonic() - began
         return report
 

@@ -96,6 +96,7 @@ def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, M
         "files": MetadataValue.int(len(report.files)),
         "bytes": MetadataValue.int(report.bytes),
         "files_held": MetadataValue.int(len(held)),
+        "files_compacted": MetadataValue.int(report.compacted),
         "incarnation": MetadataValue.int(report.incarnation),
         "plan": MetadataValue.text(report.plan),
         "duration_s": MetadataValue.float(round(report.duration_s, 3)),
