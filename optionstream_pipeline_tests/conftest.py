@@ -24,7 +24,10 @@ from optionstream_pipeline.simulator.settings import SimulatorSettings
 from optionstream_pipeline_tests.support.tcp_proxy import TcpProxy
 from optionstream_pipeline_tests.support.waiting import wait_until
 
-pytest_plugins = ["optionstream_pipeline_tests.archive.scenario"]  # the shared archive scenario
+pytest_plugins = [  # the shared archives: a simulator run archived through the broker; a synthetic one
+    "optionstream_pipeline_tests.archive.scenario",
+    "optionstream_pipeline_tests.archive.synthetic",
+]
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 DEFAULT_TOPIC_PARTITIONS = 4

@@ -43,12 +43,8 @@ def plan_compaction(files: list[ArchiveFile], open_hour_us: int | None, limit: i
     Consecutive files of one closed hour and incarnation are grouped while their records fit
     ``limit``; a group of one file is left as it is.
     """
-    newest = max((file.incarnation for file in files), default=None)
     merges = []
-    ordered = sorted(files, key=lambda f: (f.incarnation, f.hour_start_us, f.first_offset))
-    for (incarnation, hour), group in itertools.groupby(ordered, key=lambda f: (f.incarnation, f.hour_start_us)):
-        if incarnation == newest and open_hour_us is not None and hour >= open_hour_us:
-            continue
+    for (incarnation, hour), group in closed_hours(files, open_hour_us).items():
         batch: list[ArchiveFile] = []
         for file in [*group, None]:
             fits = file is not None and (not batch or sum(f.records for f in batch) + file.records <= limit)
@@ -66,14 +62,30 @@ def plan_compaction(files: list[ArchiveFile], open_hour_us: int | None, limit: i
     return merges
 
 
+def closed_hours(files: list[ArchiveFile], open_hour_us: int | None) -> dict[tuple[int, int], list[ArchiveFile]]:
+    """The files of each closed ``(incarnation, hour)``, in offset order (pure): every hour but the
+    newest incarnation's from ``open_hour_us`` on (``None``: none is open)."""
+    newest = max((file.incarnation for file in files), default=None)
+    ordered = sorted(files, key=lambda f: (f.incarnation, f.hour_start_us, f.first_offset))
+    return {
+        key: list(group)
+        for key, group in itertools.groupby(ordered, key=lambda f: (f.incarnation, f.hour_start_us))
+        if not (key[0] == newest and open_hour_us is not None and key[1] >= open_hour_us)
+    }
+
+
+def open_hour(store: ArchiveStore, files: list[ArchiveFile]) -> int | None:
+    """The hour the partition is still writing: that of the newest incarnation's last record."""
+    if not files:
+        return None
+    newest = max(files, key=lambda f: (f.incarnation, f.last_offset))
+    return hour_of(store.file_state(newest).book_time_us)
+
+
 def compact_partition(store: ArchiveStore, topic: str, partition: int, limit: int) -> list[Compaction]:
     """Merge the closed hours of one partition (the caller holds its lock); returns what it merged."""
     files = store.live_files(topic, partition)
-    if not files:
-        return []
-    newest = max(files, key=lambda f: (f.incarnation, f.last_offset))
-    open_hour = hour_of(store.file_state(newest).book_time_us)
-    merges = plan_compaction(files, open_hour, limit)
+    merges = plan_compaction(files, open_hour(store, files), limit)
     for merge in merges:
         table = pa.concat_tables([store.read(file) for file in merge.inputs])
         store.write(merge.output, table, store.file_state(merge.inputs[-1]))

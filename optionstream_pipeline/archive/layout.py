@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 TABLE = "book"
+CHECKPOINTS = "checkpoints"  # derived from TABLE: the state of every book at each hour's start
 SUFFIX = ".parquet"
 TEMPORARY_PREFIX = "."  # a file being written: ".<name>.tmp", never read, removed by the next run
 OFFSET_DIGITS = 20
 _NAME = re.compile(
     r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<incarnation>\d+)\+(?P<first>\d+)-(?P<last>\d+)\.parquet$"
 )
+_CHECKPOINT_NAME = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<incarnation>\d+)\.parquet$")
 _HOUR_DIR = re.compile(r"date=(?P<date>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})$")
 US_PER_HOUR = 3_600_000_000
 
@@ -73,15 +75,48 @@ class ArchiveFile:
         name_match, dir_match = _NAME.match(name), _HOUR_DIR.search(directory)
         if name_match is None or dir_match is None:
             return None
-        hour = datetime.strptime(f"{dir_match['date']} {dir_match['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
         return cls(
             name_match["topic"],
             int(name_match["partition"]),
             int(name_match["incarnation"]),
             int(name_match["first"]),
             int(name_match["last"]),
-            int(hour.timestamp()) * 1_000_000,
+            _hour_start_us(dir_match),
         )
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class CheckpointFile:
+    """The checkpoint of one partition and incarnation at one hour boundary: the state of each of its
+    books from its records with ``book_time`` before the boundary.
+
+    ``checkpoints/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<incarnation>.parquet``
+    """
+
+    topic: str
+    partition: int
+    incarnation: int
+    boundary_us: int  # the start of the hour it opens, µs since the epoch
+
+    @property
+    def path(self) -> str:
+        directory = hour_directory(self.boundary_us, CHECKPOINTS)
+        return f"{directory}/{self.topic}+{self.partition}+{self.incarnation}{SUFFIX}"
+
+    @classmethod
+    def parse(cls, path: str) -> CheckpointFile | None:
+        directory, _, name = path.rpartition("/")
+        name_match, dir_match = _CHECKPOINT_NAME.match(name), _HOUR_DIR.search(directory)
+        if name_match is None or dir_match is None:
+            return None
+        return cls(
+            name_match["topic"], int(name_match["partition"]), int(name_match["incarnation"]), _hour_start_us(dir_match)
+        )
+
+
+def _hour_start_us(match: re.Match[str]) -> int:
+    hour = datetime.strptime(f"{match['date']} {match['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return int(hour.timestamp()) * 1_000_000
 
 
 def hour_of(time_us: int) -> int:
@@ -89,10 +124,12 @@ def hour_of(time_us: int) -> int:
     return time_us - time_us % US_PER_HOUR
 
 
-def hour_directory(hour_start_us: int) -> str:
+def hour_directory(hour_start_us: int, table: str = TABLE) -> str:
     moment = datetime.fromtimestamp(hour_start_us / 1_000_000, UTC)
-    return f"{TABLE}/date={moment:%Y-%m-%d}/hour={moment:%H}"
+    return f"{table}/date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
-def temporary_name(file: ArchiveFile) -> str:
-    return f"{file.directory}/{TEMPORARY_PREFIX}{file.name}.tmp"
+def temporary_path(path: str) -> str:
+    """Where the file at ``path`` is written before it is renamed into place (same directory)."""
+    directory, _, name = path.rpartition("/")
+    return f"{directory}/{TEMPORARY_PREFIX}{name}.tmp"

@@ -5,7 +5,8 @@ compaction it finished), read the archive's progress from its files, probe Kafka
 :func:`~optionstream_pipeline.archive.progress.plan`, then read to the end of the partition through
 the shared :class:`~optionstream_pipeline.kafka.reader.TopicReader`, explode the records into rows
 and write files; last, merge the small files of the hours now closed
-(:mod:`~optionstream_pipeline.archive.compaction`). A file ends where the hour of ``book_time`` changes, after
+(:mod:`~optionstream_pipeline.archive.compaction`) and write their book checkpoints
+(:mod:`~optionstream_pipeline.archive.checkpoints`). A file ends where the hour of ``book_time`` changes, after
 ``archive.max_records_per_file`` records, or where the run ends: boundaries come from the records,
 never from the wall clock, and each file is in place whole or not at all. Only then are the consumer
 group's offsets committed, and only so that Kafka UI shows the archive's lag: progress is never read
@@ -22,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from optionstream_pipeline.archive.checkpoints import build_checkpoints
 from optionstream_pipeline.archive.compaction import compact_partition
 from optionstream_pipeline.archive.faults import BEFORE_COMMIT, crash_point
 from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
@@ -54,6 +56,7 @@ class PartitionReport:
     hole: tuple[int, int] | None = None
     new_incarnation: bool = False
     compacted: int = 0  # files of closed hours merged into larger ones
+    checkpoints: int = 0  # book checkpoints written, one per hour boundary newly closed
     plan: str = ""
     duration_s: float = 0.0
 
@@ -113,6 +116,7 @@ class PartitionArchiver:
                     reader.commit({self.partition: report.last_offset + 1})
             merges = compact_partition(self.store, self.topic, self.partition, self.settings.compacted_records_per_file)
             report.compacted = sum(len(merge.inputs) for merge in merges)
+            report.checkpoints = len(build_checkpoints(self.store, self.topic, self.partition))
         report.duration_s = time.monotonic() - began
         return report
 

@@ -63,6 +63,8 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("strike", pa.float64(), "the option's strike, from its name"),
     ("option_type", _TEXT, "call or put, from its name"),
 )
+LEVEL_COLUMNS = ("side", "price", "amount", "action", "level")  # per level; the others are per record
+RECORD_COLUMNS = tuple(name for name, _, _ in COLUMNS if name not in LEVEL_COLUMNS)
 ARCHIVE_SCHEMA = pa.schema([pa.field(name, kind, metadata={"description": doc}) for name, kind, doc in COLUMNS])
 SORT_KEYS = [("symbol", "ascending"), ("kafka_offset", "ascending"), ("side", "ascending"), ("level", "ascending")]
 
@@ -130,7 +132,7 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
         sides.append(None)
         levels.append(None)
         rows_of.append(1)
-    per_row = {
+    per_level = {
         "side": sides,
         "price": [level[1] for level in flat],
         "amount": [level[2] for level in flat],
@@ -164,9 +166,8 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
     parent = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, pa.nulls(len(sides))))
     arrays = []
     for name, kind, _ in COLUMNS:
-        values = per_row.get(name)
-        if values is not None:
-            array = pa.array(values, type=_plain(kind))
+        if name in LEVEL_COLUMNS:
+            array = pa.array(per_level[name], type=_plain(kind))
             arrays.append(array.dictionary_encode() if pa.types.is_dictionary(kind) else array)
             continue
         array = pa.array(per_record[name], type=_plain(kind))
@@ -174,6 +175,15 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
             array = array.dictionary_encode()
         arrays.append(array.take(parent))
     return pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
+
+
+def session_ends(table: pa.Table) -> dict[str, int]:
+    """The latest ``book_time`` (µs) of each capture session in ``table``: what a file's footer keeps so
+    that the book at T can tell a session that ended from one still writing without reading rows."""
+    ends = pa.table({"capture_id": table["capture_id"].cast(pa.string()), "book_time": table["book_time"]})
+    grouped = ends.group_by("capture_id").aggregate([("book_time", "max")])
+    times = grouped["book_time_max"].cast(pa.int64()).to_pylist()
+    return dict(zip(grouped["capture_id"].to_pylist(), times, strict=True))
 
 
 def _plain(kind: pa.DataType) -> pa.DataType:

@@ -26,13 +26,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from optionstream_pipeline.archive.faults import AFTER_RENAME, MID_WRITE, crash_point
-from optionstream_pipeline.archive.layout import TABLE, TEMPORARY_PREFIX, ArchiveFile, temporary_name
+from optionstream_pipeline.archive.layout import (
+    CHECKPOINTS,
+    TABLE,
+    TEMPORARY_PREFIX,
+    ArchiveFile,
+    CheckpointFile,
+    temporary_path,
+)
 from optionstream_pipeline.archive.progress import Archived, Fingerprint
-from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, SORT_KEYS
+from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, SORT_KEYS, session_ends
 
 FORMAT_KEY = b"optionstream.archive"
 FORMAT_VERSION = b"1"
 STATE_KEY = b"optionstream.state"  # JSON: the partition's book_time and last record, as of this file
+SESSIONS_KEY = b"optionstream.sessions"  # JSON: {capture id: its latest book_time (µs) in this file}
+DERIVED_KEY = b"optionstream.derived"  # JSON, on a checkpoint: what it was derived from
 LOCKS = "_locks"
 HOLES = "holes"
 
@@ -117,11 +126,19 @@ class ArchiveStore:
 
     def write(self, file: ArchiveFile, table: pa.Table, state: FileState) -> int:
         """Write ``file`` atomically, rows sorted for per-instrument scans; returns its size in bytes."""
-        final = self.root / file.path
-        temporary = self.root / temporary_name(file)
+        metadata = {
+            FORMAT_KEY: FORMAT_VERSION,
+            STATE_KEY: state.to_json(),
+            SESSIONS_KEY: json.dumps(session_ends(table)).encode(),
+        }
+        return self._write_parquet(file.path, sorted_rows(table), metadata, crash_points=True)
+
+    def _write_parquet(
+        self, path: str, table: pa.Table, metadata: dict[bytes, bytes], crash_points: bool = False
+    ) -> int:
+        final, temporary = self.root / path, self.root / temporary_path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {FORMAT_KEY: FORMAT_VERSION, STATE_KEY: state.to_json()}
-        table = sorted_rows(table).replace_schema_metadata({**(ARCHIVE_SCHEMA.metadata or {}), **metadata})
+        table = table.replace_schema_metadata({**(ARCHIVE_SCHEMA.metadata or {}), **metadata})
         try:
             pq.write_table(
                 table,
@@ -131,10 +148,12 @@ class ArchiveStore:
                 use_dictionary=True,
                 write_statistics=True,
             )
-            crash_point(MID_WRITE)
+            if crash_points:
+                crash_point(MID_WRITE)
             _fsync(temporary)
             os.replace(temporary, final)
-            crash_point(AFTER_RENAME)
+            if crash_points:
+                crash_point(AFTER_RENAME)
             _fsync(final.parent)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -149,7 +168,12 @@ class ArchiveStore:
     def remove_temporaries(self, topic: str, partition: int) -> list[Path]:
         """The leftovers of runs that died mid-write (the caller holds the partition's lock)."""
         prefix = f"{TEMPORARY_PREFIX}{topic}+{partition}+"
-        leftovers = [path for path in (self.root / TABLE).glob("date=*/hour=*/.*.tmp") if path.name.startswith(prefix)]
+        leftovers = [
+            path
+            for table in (TABLE, CHECKPOINTS)
+            for path in (self.root / table).glob("date=*/hour=*/.*.tmp")
+            if path.name.startswith(prefix)
+        ]
         for path in leftovers:
             path.unlink(missing_ok=True)
         return leftovers
@@ -161,6 +185,25 @@ class ArchiveStore:
         for file in covered:
             self.remove(file)
         return covered
+
+    # -- checkpoints (derived) -----------------------------------------------------------------
+
+    def checkpoints(self, topic: str, partition: int, incarnation: int) -> list[CheckpointFile]:
+        """The checkpoints of one partition's incarnation, by boundary."""
+        found = []
+        for path in (self.root / CHECKPOINTS).glob(f"date=*/hour=*/{topic}+{partition}+{incarnation}.parquet"):
+            checkpoint = CheckpointFile.parse(path.relative_to(self.root).as_posix())
+            if checkpoint is not None:
+                found.append(checkpoint)
+        return sorted(found, key=lambda c: c.boundary_us)
+
+    def write_checkpoint(self, checkpoint: CheckpointFile, table: pa.Table, derived: dict[str, Any]) -> int:
+        """Write a checkpoint atomically; ``derived`` (kept in its footer) says what it came from."""
+        metadata = {FORMAT_KEY: FORMAT_VERSION, DERIVED_KEY: json.dumps(derived).encode()}
+        return self._write_parquet(checkpoint.path, table, metadata)
+
+    def path(self, file: ArchiveFile | CheckpointFile) -> Path:
+        return self.root / file.path
 
     # -- holes --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from dagster import Definitions
 from optionstream_pipeline.orchestration.assets import (
     btc_option_universe,
     build_archive_asset,
+    build_archive_checks,
     capture_health_checks,
     deribit_option_books,
 )
@@ -30,7 +31,7 @@ ARCHIVE_JOB = build_archive_job(ARCHIVE.partitions_def)
 
 defs = Definitions(
     assets=[btc_option_universe, deribit_option_books, ARCHIVE],
-    asset_checks=capture_health_checks,
+    asset_checks=[*capture_health_checks, *build_archive_checks(SETTINGS.kafka.partitions)],
     jobs=[capture_job, discovery_job, health_checks_job, ARCHIVE_JOB],
     schedules=build_schedules(SETTINGS, ARCHIVE_JOB),
     sensors=[build_capture_supervisor(SETTINGS.orchestration.supervisor_interval_s)],

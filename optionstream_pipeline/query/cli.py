@@ -3,6 +3,8 @@
     optionstream query book BTC-27JUN25-100000-C --at 2025-06-01T12:00:00Z --depth 5
     optionstream query chain 27JUN25 --at 2025-06-01T12:00:00Z
     optionstream query updates BTC-27JUN25-100000-C --from 2025-06-01T12:00Z --to 2025-06-01T12:05Z
+    optionstream query top BTC-27JUN25-100000-C --from 2025-06-01T12:00Z --to 2025-06-01T13:00Z --every 1s
+    optionstream query quality --from 2025-06-01T00:00Z --to 2025-06-02T00:00Z
     optionstream query sql "SELECT record_type, count(*) FROM book GROUP BY 1"
 
 The table is DuckDB's own rendering; ``--csv`` writes CSV to standard output, ``--parquet FILE`` a
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from datetime import UTC, date, datetime
 
 import duckdb
 
 from optionstream_pipeline.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, load_settings
-from optionstream_pipeline.query.database import NoArchive, check_time, open_archive
+from optionstream_pipeline.query.database import NoArchive, check_time, check_window, open_archive
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +49,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     updates.add_argument("instrument")
     updates.add_argument("--from", dest="start", required=True, type=moment)
     updates.add_argument("--to", dest="stop", required=True, type=moment)
+    top = what.add_parser("top", help="one instrument's best bid and ask, mid and spread: per update or resampled")
+    top.add_argument("instrument")
+    top.add_argument("--from", dest="start", required=True, type=moment)
+    top.add_argument("--to", dest="stop", required=True, type=moment)
+    top.add_argument("--every", type=period_ms, help="resample: the book every 250ms, 1s, 5m, 1h (default: per update)")
+    quality = what.add_parser("quality", help="when books were unreliable, and why (gap, disconnect, no snapshot, ...)")
+    quality.add_argument("--from", dest="start", required=True, type=moment)
+    quality.add_argument("--to", dest="stop", required=True, type=moment)
+    quality.add_argument("--instrument", help="one instrument (default: every one)")
     sql = what.add_parser("sql", help="any SQL over the views (book, book_files) and macros")
     sql.add_argument("statement")
     parser.set_defaults(func=run_query_command)
@@ -59,6 +71,17 @@ def moment(text: str) -> datetime:
             f"{text!r} is not a time: expected ISO 8601, e.g. 2025-06-01T12:00:00Z"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+_PERIOD = re.compile(r"(\d+)(ms|s|m|h)")
+_PERIOD_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def period_ms(text: str) -> int:
+    match = _PERIOD.fullmatch(text.strip())
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a period: expected e.g. 250ms, 1s, 5m or 1h")
+    return int(match[1]) * _PERIOD_MS[match[2]]
 
 
 def expiry_date(text: str) -> date:
@@ -103,7 +126,20 @@ def build_query(connection: duckdb.DuckDBPyConnection, args: argparse.Namespace)
     if args.query == "chain":
         check_time(connection, args.at)
         return connection.sql("SELECT * FROM chain_at($1, $2)", params=[args.expiry, args.at])
+    if args.query == "top":
+        check_window(connection, args.start, args.stop)
+        return connection.sql(
+            "SELECT * EXCLUDE (symbol) FROM top_of_book($1, $2, $3, every_ms := $4)",
+            params=[args.instrument, args.start, args.stop, args.every],
+        )
+    if args.query == "quality":
+        check_window(connection, args.start, args.stop)
+        return connection.sql(
+            "SELECT * FROM unreliable_intervals($1, $2, instrument := $3)",
+            params=[args.start, args.stop, args.instrument],
+        )
     if args.query == "updates":
+        check_window(connection, args.start, args.stop)
         return connection.sql(
             "SELECT book_time, timestamp, record_type, side, price, amount, action, change_id, reason "
             "FROM updates_between($1, $2, $3)",

@@ -6,11 +6,15 @@ query time, so they are never stale) and defines, each time, with ``CREATE OR RE
 
 - ``book``: every row of the archive (``read_parquet`` with Hive partitioning: ``date`` and ``hour``
   columns that prune), less the files a compaction has replaced but not removed yet;
-- ``book_files``: the archive's files, with what their names say;
+- ``book_files``: the archive's files, with what their names and directories say;
+- ``checkpoints`` and ``checkpoint_files``: the book checkpoints derived from ``book``
+  (:mod:`optionstream_pipeline.archive.checkpoints`);
+- ``session_ends``: each capture session's last ``book_time``, from the files' footers;
 - ``books_at(moment)``: the state of every book at ``moment`` (below), one row per instrument;
 - ``book_at(instrument, moment, depth := 10)``: one book at ``moment``, one row per level;
 - ``chain_at(expiry, moment)``: one expiry's chain at ``moment``, calls and puts by strike;
-- ``updates_between(instrument, start, stop)``: the rows of one instrument in ``[start, stop)``.
+- ``updates_between(instrument, start, stop)``: the rows of one instrument in ``[start, stop)``;
+- ``top_of_book`` and ``unreliable_intervals``: through time (:mod:`optionstream_pipeline.query.series`).
 
 **The book at T** is what replaying the instrument's records with ``book_time <= T`` in stream order
 gives (``book_time`` never goes back within a Kafka partition, so this is a prefix of the stream):
@@ -19,6 +23,10 @@ snapshot exists, the last record is not a ``gap`` or ``disconnect`` marker, and 
 that wrote it was still writing at T: a session that ended without markers (its process was killed)
 leaves its books unreliable from its last record on, until their next snapshot. An instrument whose
 last record is ``unsubscribed`` has no book.
+
+It is computed from each partition's latest checkpoint at or before T and the partition's rows
+from that checkpoint to T (``book_records_at``): about an hour of rows at most, whatever T. The
+files outside that are never opened beyond their footer: DuckDB prunes them by name and statistics.
 """
 
 from __future__ import annotations
@@ -28,7 +36,10 @@ from pathlib import Path
 
 import duckdb
 
-from optionstream_pipeline.archive.layout import TABLE
+from optionstream_pipeline.archive.checkpoints import COLUMN_LIST, STREAM_ORDER, state_sql
+from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLE
+from optionstream_pipeline.archive.store import SESSIONS_KEY
+from optionstream_pipeline.query import series
 
 DATABASE_FILE = "archive.duckdb"
 
@@ -38,17 +49,37 @@ class NoArchive(LookupError):
 
 
 def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection with the archive's views and macros (see the module's docstring)."""
+    """A connection with the archive's views and macros (see the module's docstring), in UTC."""
     root = Path(root).resolve()
-    files = f"{root}/{TABLE}/*/*/*.parquet"
     if not any((root / TABLE).glob("date=*/hour=*/*.parquet")):
         raise NoArchive(f"the archive at {root} has no file yet: run `optionstream archive` first")
     try:
         connection = duckdb.connect(str(database or root / DATABASE_FILE))
     except duckdb.IOException:  # another process holds the file (a DuckDB shell on it): same views, in memory
         connection = duckdb.connect(":memory:")
-    connection.execute(_DEFINITIONS.replace("{files}", files.replace("'", "''")))
+    connection.execute("SET TimeZone = 'UTC'")
+    has_checkpoints = any((root / CHECKPOINTS).glob("date=*/hour=*/*.parquet"))
+    checkpoints = _CHECKPOINTS if has_checkpoints else _NO_CHECKPOINTS
+    definitions = _DEFINITIONS + checkpoints + series.WHY + _MACROS + series.SERIES
+    values = {
+        "{files}": _quoted(f"{root}/{TABLE}/*/*/*.parquet"),
+        "{checkpoints}": _quoted(f"{root}/{CHECKPOINTS}/*/*/*.parquet"),
+        "{columns}": COLUMN_LIST,
+        "{sessions_key}": SESSIONS_KEY.decode(),
+        "{state}": state_sql("FROM book_records_at(moment, instrument := instrument)"),
+        "{prior_state}": state_sql(
+            "FROM book_records_at(start::TIMESTAMPTZ - INTERVAL 1 MICROSECOND, instrument := instrument)"
+        ),
+        "{stream_order}": STREAM_ORDER,
+    }
+    for placeholder, value in values.items():
+        definitions = definitions.replace(placeholder, value)
+    connection.execute(definitions)
     return connection
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def archive_span(connection: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime]:
@@ -61,80 +92,129 @@ def check_time(connection: duckdb.DuckDBPyConnection, at: datetime) -> None:
     """Refuse a time the archive holds no data for, saying what it does hold."""
     first, last = archive_span(connection)
     if first is None or not first <= at <= last:
-        raise NoArchive(f"no archived data at {at:%Y-%m-%d %H:%M:%S.%f %Z}: the archive spans {first} to {last}")
+        raise NoArchive(f"no archived data at {_shown(at)}: the archive spans {first} to {last}")
 
 
-_DEFINITIONS = """
+def _shown(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S.%f %Z}"
+
+
+def check_window(connection: duckdb.DuckDBPyConnection, start: datetime, stop: datetime) -> None:
+    """Refuse an empty window, or one the archive holds no data in, saying what it does hold."""
+    if not start < stop:
+        raise NoArchive(f"an empty window: {_shown(start)} is not before {_shown(stop)}")
+    first, last = archive_span(connection)
+    if first is None or stop <= first or start > last:
+        raise NoArchive(f"no archived data from {_shown(start)} to {_shown(stop)}: the archive spans {first} to {last}")
+
+
+_NAME = r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/+]+)\+(\d+)\+(\d+)"
+_DEFINITIONS = f"""
 CREATE OR REPLACE VIEW book_files AS
-SELECT file, regexp_extract(file, '([^/+]+)\\+(\\d+)\\+(\\d+)\\+(\\d+)-(\\d+)\\.parquet$',
-                            ['topic', 'partition', 'incarnation', 'first_offset', 'last_offset']) AS name
-FROM glob('{files}');
+WITH named AS (
+    SELECT file, regexp_extract(file, '{_NAME}\\+(\\d+)-(\\d+)\\.parquet$',
+                                ['date', 'hour', 'topic', 'partition', 'incarnation', 'first', 'last']) AS n
+    FROM glob('{{files}}')
+),
+files AS (
+    SELECT file, n.topic AS topic, n.partition::INTEGER AS partition, n.incarnation::INTEGER AS incarnation,
+           n.first::BIGINT AS first_offset, n.last::BIGINT AS last_offset,
+           strptime(n.date || ' ' || n.hour || ' +0000', '%Y-%m-%d %H %z') AS hour_start
+    FROM named WHERE n.topic <> ''
+)
+SELECT f.*, EXISTS (  -- the input of a compaction whose clean-up has not run yet: its rows are in another file
+    SELECT 1 FROM files o
+    WHERE o.topic = f.topic AND o.partition = f.partition AND o.incarnation = f.incarnation AND o.file <> f.file
+      AND o.first_offset <= f.first_offset AND f.last_offset <= o.last_offset
+) AS replaced
+FROM files f;
 
-CREATE OR REPLACE VIEW replaced_files AS
-SELECT a.file FROM book_files a JOIN book_files b
-  ON a.name.topic = b.name.topic AND a.name.partition = b.name.partition
- AND a.name.incarnation = b.name.incarnation AND a.file <> b.file
- AND b.name.first_offset::BIGINT <= a.name.first_offset::BIGINT
- AND a.name.last_offset::BIGINT <= b.name.last_offset::BIGINT;
+CREATE OR REPLACE VIEW book_rows AS
+SELECT * FROM read_parquet('{{files}}', hive_partitioning = true, hive_types = {{'date': 'DATE', 'hour': 'INTEGER'}},
+                           filename = true);
 
 CREATE OR REPLACE VIEW book AS
-SELECT * EXCLUDE (filename)
-FROM read_parquet('{files}', hive_partitioning = true, hive_types = {'date': 'DATE', 'hour': 'INTEGER'},
-                  filename = true)
-WHERE filename NOT IN (SELECT file FROM replaced_files);
+SELECT * EXCLUDE (filename) FROM book_rows WHERE filename IN (SELECT file FROM book_files WHERE NOT replaced);
 
-CREATE OR REPLACE MACRO books_at(moment) AS TABLE
-WITH records AS (
-    SELECT *, {'t': book_time, 'i': topic_incarnation, 'o': kafka_offset} AS seq
-    FROM book WHERE book_time <= moment
-),
-per_symbol AS (
-    SELECT symbol, any_value(expiry) AS expiry, any_value(strike) AS strike, any_value(option_type) AS option_type,
-           max_by({'type': record_type, 'reason': reason, 'capture_id': capture_id, 'change_id': change_id,
-                   'book_time': book_time}, seq) AS last,
-           max(seq) FILTER (WHERE record_type = 'snapshot') AS any_snapshot_seq,
-           max(seq) FILTER (WHERE record_type = 'unsubscribed') AS unsubscribed_seq
-    FROM records GROUP BY symbol
-),
-last_records AS (  -- a snapshot from before the instrument was last unsubscribed starts no book
-    SELECT * EXCLUDE (any_snapshot_seq, unsubscribed_seq),
-           CASE WHEN unsubscribed_seq IS NULL OR any_snapshot_seq > unsubscribed_seq THEN any_snapshot_seq
-           END AS snapshot_seq
-    FROM per_symbol
-),
-sessions AS (
-    SELECT capture_id, max(book_time) AS ended FROM book
-    WHERE capture_id IN (SELECT last.capture_id FROM last_records) GROUP BY capture_id
-),
-levels AS (
-    SELECT r.symbol, r.side, r.price, max_by(r.amount, {'s': r.seq, 'l': r.level}) AS amount
-    FROM records r JOIN last_records l ON r.symbol = l.symbol
-    WHERE l.snapshot_seq IS NOT NULL AND r.seq >= l.snapshot_seq AND r.side IS NOT NULL
+CREATE OR REPLACE VIEW session_ends AS
+SELECT session.key AS capture_id, max(session.value) AS ended_us
+FROM (
+    SELECT unnest(map_entries(json_transform(decode(value), '"MAP(VARCHAR, BIGINT)"'))) AS session
+    FROM parquet_kv_metadata('{{files}}') WHERE key = '{{sessions_key}}'::BLOB
+)
+GROUP BY ALL;
+"""
+
+_CHECKPOINTS = f"""
+CREATE OR REPLACE VIEW checkpoint_files AS
+WITH named AS (
+    SELECT file, regexp_extract(file, '{_NAME}\\.parquet$', ['date', 'hour', 'topic', 'partition', 'incarnation']) AS n
+    FROM glob('{{checkpoints}}')
+)
+SELECT file, n.topic AS topic, n.partition::INTEGER AS partition, n.incarnation::INTEGER AS incarnation,
+       strptime(n.date || ' ' || n.hour || ' +0000', '%Y-%m-%d %H %z') AS boundary
+FROM named WHERE n.topic <> '';
+
+CREATE OR REPLACE VIEW checkpoint_rows AS
+SELECT * FROM read_parquet('{{checkpoints}}', hive_partitioning = false, filename = true);
+"""
+
+_NO_CHECKPOINTS = """
+CREATE OR REPLACE VIEW checkpoint_files AS
+SELECT file, topic, partition, incarnation, hour_start AS boundary FROM book_files WHERE false;
+
+CREATE OR REPLACE VIEW checkpoint_rows AS SELECT {columns}, filename FROM book_rows WHERE false;
+"""
+
+_MACROS = """
+CREATE OR REPLACE VIEW checkpoints AS
+SELECT c.*, f.boundary FROM checkpoint_rows c JOIN checkpoint_files f ON c.filename = f.file;
+
+-- The rows the book at moment is computed from: each partition's (and incarnation's) latest checkpoint
+-- at or before moment, then its rows from that checkpoint to moment.
+CREATE OR REPLACE MACRO book_records_at(moment, instrument := NULL) AS TABLE
+WITH chosen AS (
+    SELECT s.topic, s.partition, s.incarnation, max_by(c.file, c.boundary) AS file, max(c.boundary) AS boundary
+    FROM (SELECT topic, partition, incarnation FROM book_files
+          UNION SELECT topic, partition, incarnation FROM checkpoint_files) s
+    LEFT JOIN checkpoint_files c ON c.topic = s.topic AND c.partition = s.partition
+                                AND c.incarnation = s.incarnation AND c.boundary <= moment::TIMESTAMPTZ
     GROUP BY ALL
 ),
-sides AS (
-    SELECT symbol,
+reading AS (
+    SELECT f.file, coalesce(c.boundary, '-infinity'::TIMESTAMPTZ) AS since
+    FROM book_files f JOIN chosen c ON c.topic = f.topic AND c.partition = f.partition AND c.incarnation = f.incarnation
+    WHERE NOT f.replaced AND f.hour_start <= moment::TIMESTAMPTZ AND (c.boundary IS NULL OR f.hour_start >= c.boundary)
+)
+SELECT {columns} FROM checkpoint_rows
+WHERE filename IN (SELECT file FROM chosen) AND (instrument IS NULL OR symbol = instrument)
+UNION ALL
+SELECT {columns} FROM book_rows b JOIN reading r ON b.filename = r.file
+WHERE b.book_time <= moment::TIMESTAMPTZ AND b.book_time >= r.since AND (instrument IS NULL OR b.symbol = instrument);
+
+CREATE OR REPLACE MACRO books_at(moment, instrument := NULL) AS TABLE
+WITH state AS ({state}),
+books AS (
+    SELECT symbol, any_value(expiry) AS expiry, any_value(strike) AS strike, any_value(option_type) AS option_type,
+           arg_max({'type': record_type, 'reason': reason, 'capture_id': capture_id, 'change_id': change_id,
+                    'book_time': book_time}, {stream_order}) AS last,
+           bool_or(record_type = 'snapshot') AS has_snapshot,
            list({'price': price, 'amount': amount} ORDER BY price DESC) FILTER (WHERE side = 'bid') AS bids,
            list({'price': price, 'amount': amount} ORDER BY price) FILTER (WHERE side = 'ask') AS asks
-    FROM levels WHERE amount > 0 GROUP BY symbol
+    FROM state GROUP BY symbol
+),
+judged AS (
+    SELECT b.*, e.ended_us,
+           unreliable_why(b.has_snapshot, b.last.type, b.last.reason, b.last.capture_id, e.ended_us,
+                          epoch_us(moment::TIMESTAMPTZ)) AS why
+    FROM books b LEFT JOIN session_ends e ON e.capture_id = b.last.capture_id
 )
-SELECT l.symbol, l.expiry, l.strike, l.option_type, l.last.book_time AS as_of, l.last.change_id AS change_id,
-       CASE WHEN l.snapshot_seq IS NULL OR l.last.type IN ('gap', 'disconnect') OR moment > s.ended THEN false
-            ELSE true END AS reliable,
-       CASE WHEN l.snapshot_seq IS NULL THEN 'waiting for the first snapshot'
-            WHEN l.last.type = 'gap' THEN 'gap: ' || l.last.reason
-            WHEN l.last.type = 'disconnect' THEN 'disconnect: ' || l.last.reason
-            WHEN moment > s.ended THEN 'capture session ' || l.last.capture_id || ' ended at ' || s.ended
-                 || ' without markers'
-       END AS why,
-       coalesce(d.bids, []) AS bids, coalesce(d.asks, []) AS asks
-FROM last_records l
-JOIN sessions s ON s.capture_id = l.last.capture_id
-LEFT JOIN sides d ON d.symbol = l.symbol
-WHERE l.last.type <> 'unsubscribed';
+SELECT symbol, expiry, strike, option_type, last.book_time AS as_of, last.change_id AS change_id,
+       why IS NULL AS reliable, why, coalesce(bids, []) AS bids, coalesce(asks, []) AS asks
+FROM judged WHERE last.type <> 'unsubscribed';
 
 CREATE OR REPLACE MACRO book_at(instrument, moment, depth := 10) AS TABLE
-WITH state AS (SELECT * FROM books_at(moment) WHERE symbol = instrument),
+WITH state AS (SELECT * FROM books_at(moment, instrument := instrument)),
 levels AS (
     SELECT 'bid' AS side, unnest(bids[1:depth]) AS level, generate_subscripts(bids[1:depth], 1) - 1 AS position
     FROM state
@@ -162,6 +242,7 @@ SELECT strike,
 FROM state GROUP BY strike ORDER BY strike;
 
 CREATE OR REPLACE MACRO updates_between(instrument, start, stop) AS TABLE
-SELECT * FROM book WHERE symbol = instrument AND book_time >= start AND book_time < stop
+SELECT * FROM book
+WHERE symbol = instrument AND book_time >= start::TIMESTAMPTZ AND book_time < stop::TIMESTAMPTZ
 ORDER BY book_time, topic_incarnation, kafka_offset, side DESC, level;
 """

@@ -5,59 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import msgspec
+from optionstream_pipeline_tests.support.books import T0, Stream
 
-from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
-from optionstream_pipeline.archive.progress import Fingerprint
-from optionstream_pipeline.archive.schema import book_times, explode
-from optionstream_pipeline.archive.store import ArchiveStore, FileState
-from optionstream_pipeline.kafka.reader import TopicRecord
-from optionstream_pipeline.query.database import open_archive
-from optionstream_pipeline.records import book
-
-T0 = 1_764_576_000_000  # ms, 2025-12-01 08:00 UTC
 X, Y = "BTC-27JUN25-100000-C", "BTC-27JUN25-100000-P"
-
-
-def levels(*items: tuple[str, float, float]) -> msgspec.Raw:
-    return msgspec.Raw(msgspec.json.encode([list(item) for item in items]))
-
-
-class Stream:
-    """Records of one partition, in offset order, each at T0 + ``at`` ms."""
-
-    def __init__(self) -> None:
-        self.records: list[TopicRecord] = []
-
-    def add(self, value: bytes, at_ms: int) -> None:
-        self.records.append(TopicRecord(0, len(self.records), T0 + at_ms, "", value, book.decode_record(value)))
-
-    def snapshot(self, name: str, at: int, change_id: int, session: str = "a", bids=(), asks=()) -> None:
-        meta = book.encode_capture_meta(session, 0)
-        value = book.encode_snapshot(
-            name, "100ms", T0 + at, (T0 + at) * 1000, change_id, levels(*bids), levels(*asks), meta, "subscribe"
-        )
-        self.add(value, at)
-
-    def change(self, name: str, at: int, change_id: int, prev: int, session: str = "a", bids=(), asks=()) -> None:
-        self.add(book.encode_change(name, "100ms", T0 + at, (T0 + at) * 1000, change_id, prev, levels(*bids),
-                                    levels(*asks), book.encode_capture_meta(session, 0)), at)  # fmt: skip
-
-    def marker(self, kind: str, name: str, at: int, reason: str, session: str = "a") -> None:
-        self.add(
-            book.encode_marker(kind, name, "100ms", (T0 + at) * 1000, reason, book.encode_capture_meta(session)), at
-        )
-
-    def gap(self, name: str, at: int, change_id: int, prev: int, expected: int, session: str = "a") -> None:
-        self.add(book.encode_gap(name, "100ms", T0 + at, (T0 + at) * 1000, change_id, prev, expected,
-                                 book.encode_capture_meta(session, 0)), at)  # fmt: skip
-
-    def archive(self, root: Path):
-        times = book_times(self.records, 0)
-        store = ArchiveStore(root)
-        file = ArchiveFile("t", 0, 0, 0, len(self.records) - 1, hour_of(times[0]))
-        store.write(file, explode(self.records, times, 0), FileState(times[-1], Fingerprint.of(self.records[-1])))
-        return open_archive(root, ":memory:")
 
 
 def at(ms: int) -> datetime:

@@ -53,6 +53,24 @@ def test_chain_table_and_updates_to_parquet(config: str, archived_run: ArchivedR
     assert pq.read_table(target).num_rows == expected[0][0] > 0
 
 
+def test_top_of_book_resampled_and_the_unreliable_intervals(config: str, archived_run: ArchivedRun, capsys) -> None:
+    connection = open_archive(archived_run.settings.archive.path, ":memory:")
+    first, last = archive_span(connection)
+    name = archived_run.records[0].record.instrument
+    window = ["--from", first.isoformat(), "--to", last.isoformat()]
+    assert main(["query", "--config", config, "--csv", "top", name, *window, "--every", "500ms"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    expected = connection.execute("SELECT mid, reliable FROM top_of_book(?, ?, ?, every_ms := 500)",
+                                  [name, first, last]).fetchall()  # fmt: skip
+    assert len(rows) == len(expected) == -(-(last - first).total_seconds() * 1000 // 500)
+    assert [(float(r["mid"]) if r["mid"] else None, r["reliable"] == "True") for r in rows] == expected
+    assert main(["query", "--config", config, "--csv", "quality", *window]) == 0
+    intervals = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # The scenario drops connections and kills a capture session: both show, each named.
+    assert {row["why"].split(" ")[0].rstrip(":") for row in intervals} >= {"disconnect"}
+    assert list(intervals[0]) == ["symbol", "since", "until", "why", "seconds", "continues"]
+
+
 def test_a_time_without_data_or_a_bad_time_is_named(config: str, capsys) -> None:
     assert main(["query", "--config", config, "book", "BTC-27JUN25-100000-C", "--at", "2001-01-01T00:00:00Z"]) == 1
     assert "no archived data at 2001-01-01 00:00:00.000000 UTC: the archive spans" in capsys.readouterr().err
@@ -60,6 +78,14 @@ def test_a_time_without_data_or_a_bad_time_is_named(config: str, capsys) -> None
         main(["query", "--config", config, "book", "BTC-27JUN25-100000-C", "--at", "yesterday"])
     assert exited.value.code == 2
     assert "'yesterday' is not a time: expected ISO 8601" in capsys.readouterr().err
+    window = ["--from", "2001-01-01T00:00:00Z", "--to", "2001-01-02T00:00:00Z"]
+    assert main(["query", "--config", config, "quality", *window]) == 1
+    assert "no archived data from 2001-01-01 00:00:00.000000 UTC to 2001-01-02" in capsys.readouterr().err
+    assert main(["query", "--config", config, "top", "X", "--from", window[3], "--to", window[1]]) == 1
+    assert "an empty window: 2001-01-02 00:00:00.000000 UTC is not before 2001-01-01" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["query", "--config", config, "top", "X", *window, "--every", "soon"])
+    assert "'soon' is not a period: expected e.g. 250ms, 1s, 5m or 1h" in capsys.readouterr().err
     assert main(["query", "--config", config, "sql", "SELECT nope FROM book"]) == 1
     assert 'Referenced column "nope" not found' in capsys.readouterr().err
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from dagster import MetadataValue
+from typing import Protocol
+
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+
+
+class Verdict(Protocol):
+    """What a pure rule decides (the capture health rules', the archive audits')."""
+
+    passed: bool
+    description: str
+    values: dict[str, int | float | str]
 
 
 def metadata_value(value: int | float | str | bool) -> MetadataValue:
@@ -10,3 +20,12 @@ def metadata_value(value: int | float | str | bool) -> MetadataValue:
     if isinstance(value, bool | str):
         return MetadataValue.text(str(value))
     return MetadataValue.int(value) if isinstance(value, int) else MetadataValue.float(float(value))
+
+
+def check_result(verdict: Verdict, severity: AssetCheckSeverity) -> AssetCheckResult:
+    """A rule's verdict as an asset check result: its description first, then its figures."""
+    metadata = {"summary": MetadataValue.text(verdict.description)}
+    metadata.update({key: metadata_value(value) for key, value in verdict.values.items()})
+    return AssetCheckResult(
+        passed=verdict.passed, severity=severity, description=verdict.description, metadata=metadata
+    )

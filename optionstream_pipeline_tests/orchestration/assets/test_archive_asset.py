@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from dagster import (
+    AssetCheckSeverity,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
@@ -20,8 +21,9 @@ from dagster import (
 )
 
 from optionstream_pipeline.archive.schema import COLUMNS
+from optionstream_pipeline.archive.store import ArchiveStore
 from optionstream_pipeline.orchestration import schedules
-from optionstream_pipeline.orchestration.assets import ARCHIVE_ASSET_KEY, build_archive_asset
+from optionstream_pipeline.orchestration.assets import ARCHIVE_ASSET_KEY, build_archive_asset, build_archive_checks
 from optionstream_pipeline.orchestration.assets.capture.topic import deribit_option_books
 from optionstream_pipeline.orchestration.jobs import ARCHIVE_JOB_NAME, build_archive_job
 from optionstream_pipeline.orchestration.schedules import ARCHIVE_SCHEDULE_NAME, build_archive_schedule
@@ -42,18 +44,34 @@ def test_a_materialization_archives_its_kafka_partition_and_says_what_it_holds(
            "archive.path": str(tmp_path / "archive"), "archive.max_records_per_file": 100}
     )  # fmt: skip
     archive = build_archive_asset(PARTITIONS)
+    definitions = [archive, deribit_option_books, *build_archive_checks(PARTITIONS)]
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [archive, deribit_option_books], selection=[ARCHIVE_ASSET_KEY], partition_key="1",
+            definitions, selection=[ARCHIVE_ASSET_KEY], partition_key="1",
             resources={"optionstream": optionstream}, instance=instance,
         )  # fmt: skip
         assert result.success
         [materialization] = result.asset_materializations_for_node(archive.op.name)
+        checked = {e.check_name: e for e in result.get_asset_check_evaluations()}  # each run checks its partition
+        ArchiveStore(tmp_path / "archive").record_hole(topic, 1, 0, 5000, 5099, "removed by retention")
         again = materialize(
-            [archive, deribit_option_books], selection=[ARCHIVE_ASSET_KEY], partition_key="1",
+            definitions, selection=[ARCHIVE_ASSET_KEY], partition_key="1",
             resources={"optionstream": optionstream}, instance=instance,
         )  # fmt: skip
         [second] = again.asset_materializations_for_node(archive.op.name)
+        rechecked = {e.check_name: e for e in again.get_asset_check_evaluations()}
+    assert sorted(checked) == ["change_id_continuity", "closed_hours_compacted", "offset_continuity"]
+    assert all(evaluation.passed for evaluation in checked.values())
+    assert checked["offset_continuity"].description.startswith("partition 1: ")
+    assert checked["offset_continuity"].metadata["records"].value == materialization.metadata["records"].value
+    assert (
+        checked["change_id_continuity"].metadata["records_checked"].value == materialization.metadata["records"].value
+    )
+    assert not rechecked["offset_continuity"].passed
+    assert rechecked["offset_continuity"].severity == AssetCheckSeverity.ERROR
+    assert rechecked["offset_continuity"].description == (
+        "partition 1 (incarnation 0): offsets 5000-5099 removed by Kafka's retention before the archive read them"
+    )
     metadata = {key: entry.value for key, entry in materialization.metadata.items()}
     assert materialization.partition == "1"
     assert metadata["records"] > 100 and metadata["files"] >= -(-metadata["records"] // 100)  # 100 records a file

@@ -87,7 +87,7 @@ class ProgressLog:
 def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, MetadataValue]:
     store = archive_store(settings)
     held = store.live_files(settings.kafka.topic, report.partition)
-    total_rows = sum(pq.read_metadata(store.root / file.path).num_rows for file in held)
+    total_rows = sum(pq.read_metadata(store.path(file)).num_rows for file in held)
     metadata: dict[str, MetadataValue] = {
         "dagster/row_count": MetadataValue.int(total_rows),
         "dagster/column_schema": MetadataValue.table_schema(COLUMN_SCHEMA),
@@ -97,6 +97,7 @@ def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, M
         "bytes": MetadataValue.int(report.bytes),
         "files_held": MetadataValue.int(len(held)),
         "files_compacted": MetadataValue.int(report.compacted),
+        "checkpoints_written": MetadataValue.int(report.checkpoints),
         "incarnation": MetadataValue.int(report.incarnation),
         "plan": MetadataValue.text(report.plan),
         "duration_s": MetadataValue.float(round(report.duration_s, 3)),

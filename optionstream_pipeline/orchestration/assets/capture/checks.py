@@ -8,13 +8,13 @@ Each check reads the latest capture observations from Dagster's event log and ap
 import math
 import time
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.discovery.source import UniverseFileSource
 from optionstream_pipeline.orchestration.assets.capture import health
 from optionstream_pipeline.orchestration.assets.capture.topic import TOPIC_ASSET_KEY
-from optionstream_pipeline.orchestration.assets.metadata import metadata_value
+from optionstream_pipeline.orchestration.assets.metadata import check_result
 from optionstream_pipeline.orchestration.resources import OptionStreamSettings
 
 MAX_OBSERVATIONS = 500
@@ -34,14 +34,6 @@ def latest_observations(context: AssetCheckExecutionContext, settings: Settings)
     return observed
 
 
-def _result(verdict: health.Verdict, severity: AssetCheckSeverity) -> AssetCheckResult:
-    metadata = {"summary": MetadataValue.text(verdict.description)}
-    metadata.update({key: metadata_value(value) for key, value in verdict.values.items()})
-    return AssetCheckResult(
-        passed=verdict.passed, severity=severity, description=verdict.description, metadata=metadata
-    )
-
-
 @asset_check(
     asset=TOPIC_ASSET_KEY,
     name="capture_freshness",
@@ -52,7 +44,7 @@ def capture_freshness(context: AssetCheckExecutionContext, optionstream: OptionS
     verdict = health.freshness(
         latest_observations(context, settings), time.time(), settings.orchestration.checks.max_update_age_s
     )
-    return _result(verdict, AssetCheckSeverity.ERROR)
+    return check_result(verdict, AssetCheckSeverity.ERROR)
 
 
 @asset_check(
@@ -64,7 +56,7 @@ def gap_rate(context: AssetCheckExecutionContext, optionstream: OptionStreamSett
     settings = optionstream.settings()
     checks = settings.orchestration.checks
     verdict = health.gap_rate(latest_observations(context, settings), time.time(), checks.max_gap_rate, checks.window_s)
-    return _result(verdict, AssetCheckSeverity.WARN)
+    return check_result(verdict, AssetCheckSeverity.WARN)
 
 
 @asset_check(
@@ -81,7 +73,7 @@ def coverage(context: AssetCheckExecutionContext, optionstream: OptionStreamSett
     verdict = health.coverage(
         latest_observations(context, settings), universe, settings.orchestration.checks.min_coverage
     )
-    return _result(verdict, AssetCheckSeverity.WARN)
+    return check_result(verdict, AssetCheckSeverity.WARN)
 
 
 capture_health_checks = [capture_freshness, gap_rate, coverage]
