@@ -146,16 +146,6 @@ def _before(broken: dict[str, Any]) -> str:
     return f"a {broken['before_type']} marker"
 
 
-def _offsets(first: int, last: int) -> str:
-    return f"offset {first}" if first == last else f"offsets {first}-{last}"
-
-
-def _before(broken: dict[str, Any]) -> str:
-    if broken["before_type"] in ("snapshot", "change"):
-        return f"the book was at {broken['before']}"
-    return f"a {broken['before_type']} marker"
-
-
 def _listed(items: list[str]) -> str:
     shown = "; ".join(items[:SHOWN])
     return shown + (f"; and {len(items) - SHOWN} more" if len(items) > SHOWN else "")

@@ -71,17 +71,12 @@ class ArchiveFile:
     @classmethod
     def parse(cls, path: str) -> ArchiveFile | None:
         """The file a relative path names, or ``None`` for anything else (temporary, foreign)."""
-        directory, _, name = path.rpartition("/")
-        name_match, dir_match = _NAME.match(name), _HOUR_DIR.search(directory)
-        if name_match is None or dir_match is None:
+        parsed = _parse(path, _NAME)
+        if parsed is None:
             return None
+        n, hour_start_us = parsed
         return cls(
-            name_match["topic"],
-            int(name_match["partition"]),
-            int(name_match["incarnation"]),
-            int(name_match["first"]),
-            int(name_match["last"]),
-            _hour_start_us(dir_match),
+            n["topic"], int(n["partition"]), int(n["incarnation"]), int(n["first"]), int(n["last"]), hour_start_us
         )
 
 
@@ -105,13 +100,20 @@ class CheckpointFile:
 
     @classmethod
     def parse(cls, path: str) -> CheckpointFile | None:
-        directory, _, name = path.rpartition("/")
-        name_match, dir_match = _CHECKPOINT_NAME.match(name), _HOUR_DIR.search(directory)
-        if name_match is None or dir_match is None:
+        parsed = _parse(path, _CHECKPOINT_NAME)
+        if parsed is None:
             return None
-        return cls(
-            name_match["topic"], int(name_match["partition"]), int(name_match["incarnation"]), _hour_start_us(dir_match)
-        )
+        n, boundary_us = parsed
+        return cls(n["topic"], int(n["partition"]), int(n["incarnation"]), boundary_us)
+
+
+def _parse(path: str, pattern: re.Pattern[str]) -> tuple[re.Match[str], int] | None:
+    """The name's fields and the hour its directory says, or ``None`` when either does not match."""
+    directory, _, name = path.rpartition("/")
+    name_match, dir_match = pattern.match(name), _HOUR_DIR.search(directory)
+    if name_match is None or dir_match is None:
+        return None
+    return name_match, _hour_start_us(dir_match)
 
 
 def _hour_start_us(match: re.Match[str]) -> int:

@@ -27,10 +27,23 @@ from dagster import (
 
 from optionstream_pipeline.archive import audit
 from optionstream_pipeline.archive.compaction import open_hour
+from optionstream_pipeline.archive.layout import ArchiveFile
 from optionstream_pipeline.archive.run import archive_store
+from optionstream_pipeline.archive.store import ArchiveStore
+from optionstream_pipeline.config import Settings
 from optionstream_pipeline.orchestration.assets.archive.asset import ARCHIVE_ASSET_KEY, kafka_partitions
 from optionstream_pipeline.orchestration.assets.metadata import check_result
 from optionstream_pipeline.orchestration.resources import OptionStreamSettings
+
+
+def _archived(
+    context: AssetCheckExecutionContext, optionstream: OptionStreamSettings
+) -> tuple[Settings, int, ArchiveStore, list[ArchiveFile]]:
+    """The check's Kafka partition (its partition key) and the archive's live files of it."""
+    settings = optionstream.settings()
+    partition = int(context.partition_key)
+    store = archive_store(settings)
+    return settings, partition, store, store.live_files(settings.kafka.topic, partition)
 
 
 def build_archive_checks(partitions: int) -> list[AssetChecksDefinition]:
@@ -49,12 +62,10 @@ def _build_checks(keys: StaticPartitionsDefinition) -> list[AssetChecksDefinitio
         "removed before the archive read it fails the check, named.",
     )
     def offset_continuity(context: AssetCheckExecutionContext, optionstream: OptionStreamSettings) -> AssetCheckResult:
-        settings = optionstream.settings()
-        partition = int(context.partition_key)
-        store = archive_store(settings)
+        settings, partition, store, files = _archived(context, optionstream)
         topic = settings.kafka.topic
         holes = [hole for hole in store.holes() if hole["topic"] == topic and hole["partition"] == partition]
-        verdict = audit.offset_continuity(partition, store.live_files(topic, partition), holes)
+        verdict = audit.offset_continuity(partition, files, holes)
         return check_result(verdict, AssetCheckSeverity.ERROR)
 
     @asset_check(
@@ -67,10 +78,7 @@ def _build_checks(keys: StaticPartitionsDefinition) -> list[AssetChecksDefinitio
     def change_id_continuity(
         context: AssetCheckExecutionContext, optionstream: OptionStreamSettings
     ) -> AssetCheckResult:
-        settings = optionstream.settings()
-        partition = int(context.partition_key)
-        store = archive_store(settings)
-        files = store.live_files(settings.kafka.topic, partition)
+        _, partition, store, files = _archived(context, optionstream)
         return check_result(audit.change_id_continuity(store, partition, files), AssetCheckSeverity.WARN)
 
     @asset_check(
@@ -83,10 +91,7 @@ def _build_checks(keys: StaticPartitionsDefinition) -> list[AssetChecksDefinitio
     def closed_hours_compacted(
         context: AssetCheckExecutionContext, optionstream: OptionStreamSettings
     ) -> AssetCheckResult:
-        settings = optionstream.settings()
-        partition = int(context.partition_key)
-        store = archive_store(settings)
-        files = store.live_files(settings.kafka.topic, partition)
+        settings, partition, store, files = _archived(context, optionstream)
         limit = settings.archive.compacted_records_per_file
         verdict = audit.compaction_state(partition, files, open_hour(store, files), limit)
         return check_result(verdict, AssetCheckSeverity.WARN)
