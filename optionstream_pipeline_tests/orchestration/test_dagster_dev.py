@@ -260,10 +260,11 @@ def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_
     wait_until(lambda: len(messages_in_of(dagster_dev, third["runId"])) >= 2, 60, 0.5, "the resumed run observing")
     assert len(capture_runs(dagster_dev, "QUEUED", "NOT_STARTED", "STARTING", "STARTED")) == 1
 
-    # The archive schedule (every minute here) archived every Kafka partition of the topic.
+    # The archive schedule (every minute here) archived every Kafka partition of the topic. (A run whose
+    # worker the SIGKILL above took holds its key until marked failed: on a loaded machine, a few ticks.)
     wait_until(
         lambda: archived_partitions(dagster_dev) == {"0", "1", "2", "3"},
-        150,
+        300,
         1,
         f"archive materializations with rows for every partition\n{dagster_dev.log_tail()}",
     )
