@@ -7,6 +7,7 @@ import itertools
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -44,6 +45,19 @@ def test_every_column_is_declared_once_with_its_meaning(archived_run: ArchivedRu
         assert field.metadata[b"description"], field.name
     assert str(schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
     assert str(schema.field("symbol").type).startswith("dictionary<values=string")
+
+
+def test_files_are_zstd_with_dictionary_strings_and_delta_encoded_numbers(archived_run: ArchivedRun) -> None:
+    for file in archived_run.store.live_files():
+        metadata = pq.read_metadata(archived_run.store.root / file.path)
+        for index, field in enumerate(ARCHIVE_SCHEMA):
+            chunk = metadata.row_group(0).column(index)
+            assert chunk.compression == "ZSTD", field.name
+            if pa.types.is_dictionary(field.type):
+                assert "RLE_DICTIONARY" in chunk.encodings, field.name
+            elif pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type):
+                assert "DELTA_BINARY_PACKED" in chunk.encodings, field.name
+            assert chunk.is_stats_set, field.name  # min/max per row group: what DuckDB prunes by
 
 
 def test_book_time_never_goes_back_and_decides_the_hour(archived_run: ArchivedRun) -> None:
