@@ -58,6 +58,7 @@ def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb
     except duckdb.IOException:  # another process holds the file (a DuckDB shell on it): same views, in memory
         connection = duckdb.connect(":memory:")
     connection.execute("SET TimeZone = 'UTC'")
+    connection.execute("SET parquet_metadata_cache = true")  # files are written whole and never changed
     has_checkpoints = any((root / CHECKPOINTS).glob("date=*/hour=*/*.parquet"))
     checkpoints = _CHECKPOINTS if has_checkpoints else _NO_CHECKPOINTS
     definitions = _DEFINITIONS + checkpoints + series.WHY + _MACROS + series.SERIES
@@ -122,12 +123,12 @@ files AS (
            strptime(n.date || ' ' || n.hour || ' +0000', '%Y-%m-%d %H %z') AS hour_start
     FROM named WHERE n.topic <> ''
 )
-SELECT f.*, EXISTS (  -- the input of a compaction whose clean-up has not run yet: its rows are in another file
-    SELECT 1 FROM files o
-    WHERE o.topic = f.topic AND o.partition = f.partition AND o.incarnation = f.incarnation AND o.file <> f.file
-      AND o.first_offset <= f.first_offset AND f.last_offset <= o.last_offset
-) AS replaced
-FROM files f;
+-- replaced: the input of a compaction whose clean-up has not run yet (its rows are in a file covering its
+-- offsets): some file before it, by first offset and widest first, reaches as far.
+SELECT *, coalesce(max(last_offset) OVER (
+    PARTITION BY topic, partition, incarnation ORDER BY first_offset, last_offset DESC
+    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) >= last_offset, false) AS replaced
+FROM files;
 
 CREATE OR REPLACE VIEW book_rows AS
 SELECT * FROM read_parquet('{{files}}', hive_partitioning = true, hive_types = {{'date': 'DATE', 'hour': 'INTEGER'}},

@@ -5,6 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+
+from optionstream_pipeline.archive.layout import ArchiveFile
+from optionstream_pipeline.archive.store import ArchiveStore
+from optionstream_pipeline.query.database import open_archive
 from optionstream_pipeline_tests.support.books import T0, Stream
 
 X, Y = "BTC-27JUN25-100000-C", "BTC-27JUN25-100000-P"
@@ -76,3 +81,22 @@ def test_a_session_that_ended_without_markers_leaves_its_books_unreliable(tmp_pa
     assert state[Y][:3] == (True, None, [(0.02, 3.0)])  # its new session's snapshot
     assert state[X][0] is False
     assert books(connection, 200)[X] == (True, None, [(0.01, 9.0)], [])
+
+
+def test_files_a_compaction_merged_but_has_not_removed_yet_are_read_once(tmp_path: Path) -> None:
+    """As a crash between the merged file and the removal of its inputs leaves them."""
+    stream = Stream()
+    for n in range(30):
+        stream.change(X, n, 100 + n, 99 + n, bids=[("new", 0.01, float(n + 1))])
+    store = ArchiveStore(tmp_path)
+    stream.write(store, per_file=10, checkpoints=False)  # 0-9, 10-19, 20-29
+    inputs = store.files("t", 0)
+    merged = ArchiveFile("t", 0, 0, 0, 19, inputs[0].hour_start_us)
+    store.write(merged, pa.concat_tables([store.read(f) for f in inputs[:2]]), store.file_state(inputs[1]))
+    also = ArchiveFile("t", 0, 0, 5, 9, inputs[0].hour_start_us)  # (a range inside another, never one's own)
+    store.write(also, store.read(inputs[0]).slice(5, 5), store.file_state(inputs[0]))
+    connection = open_archive(tmp_path, ":memory:")
+    flags = dict(connection.execute("SELECT first_offset || '-' || last_offset, replaced FROM book_files").fetchall())
+    assert flags == {"0-9": True, "5-9": True, "10-19": True, "0-19": False, "20-29": False}
+    offsets = [row[0] for row in connection.execute("SELECT kafka_offset FROM book ORDER BY 1").fetchall()]
+    assert offsets == list(range(30))
