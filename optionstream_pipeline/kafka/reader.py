@@ -37,6 +37,7 @@ BEGINNING = OFFSET_BEGINNING
 LATEST = OFFSET_END
 BATCH = 1000
 POLL_S = 0.1  # one wait inside the reader: short, so that deadlines and cancels are noticed quickly
+LOOKUP_S = 1.0  # for an earliest offset (else the reader starts from the logical one, half a second later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ class TopicReader:
             starts = dict(start)
         else:
             starts = dict.fromkeys(self._partitions(metadata_timeout_s), start)
+        self._look_up_beginnings = True
+        starts = {partition: self._explicit(partition, offset) for partition, offset in starts.items()}
         self.partitions = sorted(starts)
         self._next: dict[int, int | None] = {p: (o if o >= 0 else None) for p, o in starts.items()}
         self._at_end: set[int] = set()  # partitions whose end was reached and nothing read since
@@ -110,7 +113,12 @@ class TopicReader:
     def poll(self, timeout_s: float = POLL_S) -> list[TopicRecord]:
         """The next records (waiting at most ``timeout_s`` for some), in partition order."""
         if not self._pending:
-            self._pending.extend(self._consumer.consume(BATCH, timeout=timeout_s))
+            # poll returns as soon as a record or an end of partition is there (consume would wait out
+            # its timeout for a full batch); then whatever else is already fetched, without waiting.
+            first = self._consumer.poll(timeout_s)
+            if first is not None:
+                self._pending.append(first)
+                self._pending.extend(self._consumer.consume(BATCH - 1, timeout=0))
         records: list[TopicRecord] = []
         pending = self._pending
         while pending:
@@ -171,6 +179,7 @@ class TopicReader:
 
     def seek(self, partition: int, offset: int) -> None:
         """Read ``partition`` from ``offset`` (or ``BEGINNING``) next; what was buffered for it is dropped."""
+        offset = self._explicit(partition, offset)
         self._pending = deque(m for m in self._pending if m.partition() != partition)
         self._consumer.seek(TopicPartition(self.topic, partition, offset))
         self._next[partition] = offset if offset >= 0 else None
@@ -197,6 +206,26 @@ class TopicReader:
         )
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _explicit(self, partition: int, offset: int) -> int:
+        """``BEGINNING`` as the offset it is now (the low watermark, which every broker reports right).
+
+        librdkafka looks a logical offset up only once it knows the partition's leader, and retries
+        500 ms later when it does not yet, as right after an assign: a read from ``BEGINNING`` would
+        start half a second late, once per reader. A low watermark that moves before the fetch (retention)
+        is an offset out of range, which ``auto.offset.reset=earliest`` turns into the earliest again.
+        """
+        if offset != BEGINNING or not self._look_up_beginnings:
+            return offset
+        try:
+            low, _ = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=LOOKUP_S, cached=False
+            )
+        except KafkaException as exc:  # unreachable now: librdkafka looks it up itself, once it can
+            log.debug("%s partition %d: earliest offset not known yet (%s)", self.topic, partition, exc)
+            self._look_up_beginnings = False
+            return offset
+        return low
 
     def _look_again(self, partitions: set[int]) -> None:
         """An end seen in an earlier fetch may have moved: fetch these partitions again from their
