@@ -139,15 +139,17 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
         "action": [level[0] for level in flat],
         "level": levels,
     }
-    infos = [_instrument(record.instrument) for record in records]
+    symbols = pa.array([record.instrument for record in records], pa.string()).dictionary_encode()
+    infos = [_instrument(name) for name in symbols.dictionary.to_pylist()]  # once per instrument, not record
+    types = [record.type for record in records]
     per_record = {
         "exchange": [record.exchange for record in records],
-        "symbol": [record.instrument for record in records],
+        "symbol": symbols,
         "timestamp": [message.timestamp_ms * 1000 for message in messages],
         "local_timestamp": [record.local_timestamp_us for record in records],
         "book_time": book_time_us,
-        "is_snapshot": [type(record) is Snapshot for record in records],
-        "record_type": [record.type for record in records],
+        "is_snapshot": [kind == "snapshot" for kind in types],
+        "record_type": types,
         "reason": [getattr(record, "reason", None) for record in records],
         "change_id": [getattr(record, "change_id", None) for record in records],
         "prev_change_id": [getattr(record, "prev_change_id", None) for record in records],
@@ -158,6 +160,8 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
         "kafka_partition": [message.partition for message in messages],
         "kafka_offset": [message.offset for message in messages],
         "topic_incarnation": [incarnation] * len(records),
+    }
+    by_instrument = {  # per instrument, then taken per record through the symbol's dictionary indices
         "expiry": [info.expiry_ms for info in infos],
         "strike": [info.strike for info in infos],
         "option_type": [info.option_type for info in infos],
@@ -170,8 +174,12 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
             array = pa.array(per_level[name], type=_plain(kind))
             arrays.append(array.dictionary_encode() if pa.types.is_dictionary(kind) else array)
             continue
-        array = pa.array(per_record[name], type=_plain(kind))
-        if pa.types.is_dictionary(kind):  # repeat the indices, not the strings
+        if name in by_instrument:
+            array = pa.array(by_instrument[name], type=_plain(kind)).take(symbols.indices)
+        else:
+            array = per_record[name]
+            array = array if isinstance(array, pa.Array) else pa.array(array, type=_plain(kind))
+        if pa.types.is_dictionary(kind) and not pa.types.is_dictionary(array.type):  # repeat indices, not strings
             array = array.dictionary_encode()
         arrays.append(array.take(parent))
     return pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
