@@ -41,6 +41,8 @@ def produce(bootstrap: str, topic: str, count: int, *, partition: int | None = N
 def test_reads_every_partition_to_its_end_in_order(kafka_bootstrap: str, kafka_topic: str) -> None:
     written = produce(kafka_bootstrap, kafka_topic, 400)
     with TopicReader(kafka_bootstrap, kafka_topic) as reader:
+        # BEGINNING is looked up at once (as the earliest offset), not left to librdkafka's delayed lookup
+        assert reader.positions() == {0: 0, 1: 0, 2: 0, 3: 0}
         records = list(reader.read_to_end(timeout_s=30))
         assert reader.partitions == [0, 1, 2, 3]
         assert sorted(r.value for r in records) == sorted(written)
