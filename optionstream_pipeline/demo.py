@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from optionstream_pipeline import pidlock
 from optionstream_pipeline.config import ConfigError, Settings, load_settings
 from optionstream_pipeline.kafka.broker import EmbeddedBroker, broker_reachable
 from optionstream_pipeline.lifeline import Lifeline, stop_groups
@@ -142,20 +142,12 @@ def check_port_free(host: str, port: int) -> None:
 def hold_data_dir(data_dir: Path) -> IO[str]:
     """An exclusive lock on the data directory for the demo's lifetime (the kernel drops it on exit)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held until the demo ends)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
+        handle = pidlock.hold(data_dir / LOCK_FILE)
+    except pidlock.LockHeld as held:
         raise DemoRefused(
-            f"another demo (pid {holder}) is using the data directory {data_dir}: stop it, or pass --data-dir"
+            f"another demo (pid {held.holder}) is using the data directory {data_dir}: stop it, or pass --data-dir"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
     return handle
 
 

@@ -46,8 +46,7 @@ def offset_continuity(partition: int, files: list[ArchiveFile], holes: Iterable[
     known = {(incarnation, first) for incarnation, first, _ in recorded}
     ordered = sorted(files, key=lambda f: (f.incarnation, f.first_offset))
     for incarnation, group in itertools.groupby(ordered, key=lambda f: f.incarnation):
-        in_order = list(group)
-        for before, after in itertools.pairwise(in_order):
+        for before, after in itertools.pairwise(group):
             expected = before.last_offset + 1
             if after.first_offset < expected:
                 problems.append(f"{before.path} and {after.path} overlap at offsets {after.first_offset}-"

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from optionstream_pipeline import pidlock
 from optionstream_pipeline.archive.faults import AFTER_RENAME, MID_WRITE, crash_point
 from optionstream_pipeline.archive.layout import (
     CHECKPOINTS,
@@ -235,12 +235,13 @@ class ArchiveStore:
     def partition_lock(self, topic: str, partition: int) -> Iterator[None]:
         path = self.root / LOCKS / f"{topic}+{partition}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as handle:
-            _lock(handle, path)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            handle = pidlock.hold(path)
+        except pidlock.LockHeld as held:
+            what = path.name.removesuffix(".lock")
+            raise PartitionBusy(f"{what} is being archived by another run (pid {held.holder})") from None
+        with handle:  # closing it releases the lock
+            yield
 
 
 def sorted_rows(table: pa.Table) -> pa.Table:
@@ -251,20 +252,6 @@ def sorted_rows(table: pa.Table) -> pa.Table:
          for name, _ in SORT_KEYS}
     )  # fmt: skip
     return table.take(pc.sort_indices(keys, sort_keys=SORT_KEYS)).unify_dictionaries().combine_chunks()
-
-
-def _lock(handle: IO[str], path: Path) -> None:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        raise PartitionBusy(
-            f"{path.name.removesuffix('.lock')} is being archived by another run (pid {handle.read().strip() or '?'})"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
 
 
 def _fsync(path: Path) -> None:
