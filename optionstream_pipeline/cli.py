@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     from optionstream_pipeline import config, demo
     from optionstream_pipeline.archive import cli as archive_cli
     from optionstream_pipeline.capture import cli as capture_cli
+    from optionstream_pipeline.consume import cli as consume_cli
+    from optionstream_pipeline.consume.web import cli as ui_cli
     from optionstream_pipeline.kafka import broker
     from optionstream_pipeline.query import cli as query_cli
     from optionstream_pipeline.simulator import cli as simulator_cli
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optionstream {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, capture_cli, archive_cli, query_cli, simulator_cli, broker, config):
+    for module in (demo, capture_cli, consume_cli, ui_cli, archive_cli, query_cli, simulator_cli, broker, config):
         module.add_parser(subparsers)
     return parser
 

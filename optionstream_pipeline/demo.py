@@ -49,6 +49,7 @@ WORKSPACE = REPO_ROOT / "workspace.yaml"
 INSTANCE_TEMPLATE = REPO_ROOT / "config" / "dagster.yaml"
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_UI_PORT = 3000
+DEFAULT_VIEW_PORT = 8050
 BROKER_PROBE_S = 2.0
 DAGSTER_STOP_S = 30.0
 CANCEL_WAIT_S = 30.0
@@ -71,6 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="YAML configuration (default $OPTIONSTREAM_CONFIG or config/config.yaml)")
     parser.add_argument("--host", default="127.0.0.1", help="Dagster UI host (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="Dagster UI port (default %(default)s)")
+    parser.add_argument("--view-port", type=int, default=DEFAULT_VIEW_PORT, help="live view port (default %(default)s)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="demo data (default ./%(default)s)")
     parser.add_argument("--instruments", type=int, default=300, help="simulated options (default %(default)s)")
     parser.add_argument("--events-per-second", type=float, default=300.0, help="simulated book events/s")
@@ -98,6 +100,7 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     try:
         check_port_free(args.host, args.port)
+        check_port_free(args.host, args.view_port)
         lock = hold_data_dir(data_dir)
         check_no_live_daemon(data_dir / "dagster_home")
     except DemoRefused as exc:
@@ -115,8 +118,9 @@ def run_demo(args: argparse.Namespace) -> int:
             lifeline = stack.enter_context(Lifeline())  # closed last: after every child stopped
             bootstrap = start_kafka(settings, args.embedded_kafka, stack, lifeline)
             simulator_url = start_simulator(args, stack)
+            view_url = start_live_view(settings, bootstrap, data_dir, args, stack)
             env = demo_environment(settings, args.config, data_dir, bootstrap, simulator_url)
-            _print_banner(args, data_dir, bootstrap, simulator_url)
+            _print_banner(args, data_dir, bootstrap, simulator_url, view_url)
             return run_dagster_dev(env, args.host, args.port, lifeline)
     finally:
         for signum, handler in previous.items():
@@ -201,6 +205,26 @@ def start_simulator(args: argparse.Namespace, stack: contextlib.ExitStack) -> st
     )
     stack.enter_context(simulator)
     return simulator.url
+
+
+def start_live_view(
+    settings: Settings, bootstrap: str, data_dir: Path, args: argparse.Namespace, stack: contextlib.ExitStack
+) -> str:
+    """The live web view of the books, in this process, on the demo's broker and archive; its URL.
+
+    It waits for the topic, which the capture run creates once Dagster launched it."""
+    from optionstream_pipeline.consume.web.cli import ServerThread, live_books, now_or_earliest
+
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"brokers": [bootstrap]}),
+            "archive": settings.archive.model_copy(update={"path": str(data_dir / "archive")}),
+        }
+    )
+    server = stack.enter_context(
+        ServerThread(live_books(settings, now_or_earliest(settings)), args.host, args.view_port)
+    )
+    return server.url
 
 
 def prepare_dagster_home(data_dir: Path) -> Path:
@@ -303,12 +327,13 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _print_banner(args: argparse.Namespace, data_dir: Path, bootstrap: str, simulator_url: str) -> None:
+def _print_banner(args: argparse.Namespace, data_dir: Path, bootstrap: str, simulator_url: str, view_url: str) -> None:
     print(
         f"Deribit simulator: {simulator_url} ({args.instruments} options, "
         f"lifecycle every {args.lifecycle_interval:g} s)\n"
         f"Data: {data_dir}\n"
         f"Dagster UI: http://{args.host}:{args.port} (starting; the capture run appears within about 30 s)\n"
+        f"Live view of the books: {view_url} (the books appear once the capture run writes)\n"
         "Ctrl-C stops everything.",
         flush=True,
     )

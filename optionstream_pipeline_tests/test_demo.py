@@ -4,12 +4,14 @@ children (orchestration/test_dagster_dev.py covers dagster dev itself)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -130,14 +132,14 @@ def test_the_lifeline_stops_a_watched_process_group_when_its_parent_is_killed() 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_killed_demo_leaves_no_child_behind(tmp_path: Path) -> None:
-    """SIGKILL the demo while its capture run is live: broker, dagster dev, daemon, code server,
-    webserver and run worker all stop within seconds."""
-    port = free_port()
+    """SIGKILL the demo while its capture run is live (and its live view shows the books): broker,
+    dagster dev, daemon, code server, webserver and run worker all stop within seconds."""
+    port, view_port = free_port(), free_port()
     log_path = tmp_path / "demo.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [*DEMO, "--port", str(port), "--data-dir", str(tmp_path / "data"), "--embedded-kafka",
-             "--instruments", "20", "--lifecycle-interval", "0"],
+            [*DEMO, "--port", str(port), "--view-port", str(view_port), "--data-dir", str(tmp_path / "data"),
+             "--embedded-kafka", "--instruments", "20", "--lifecycle-interval", "0"],
             stdout=log_file, stderr=subprocess.STDOUT, env=demo_env(), start_new_session=True,
         )  # fmt: skip
     try:
@@ -147,6 +149,8 @@ def test_a_killed_demo_leaves_no_child_behind(tmp_path: Path) -> None:
             interval=1,
             message=f"a STARTED capture run under the demo\n{log_path.read_text()[-3000:]}",
         )
+        assert f"Live view of the books: http://127.0.0.1:{view_port}/" in log_path.read_text()
+        wait_until(lambda: live_view_books(view_port) > 0, 60, interval=0.5, message="books in the live view")
         children = descendants(process.pid)
         commands = " ".join(command for command in children.values())
         assert "tansu" in commands and "dagster" in commands, commands
@@ -161,6 +165,14 @@ def test_a_killed_demo_leaves_no_child_behind(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def live_view_books(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return json.loads(response.read())["books"]
+    except OSError:
+        return 0
 
 
 STARTED_CAPTURE_RUNS = """{ runsOrError(filter: {pipelineName: "deribit_capture", statuses: [STARTED]}) {

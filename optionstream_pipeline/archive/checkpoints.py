@@ -12,7 +12,9 @@ give the same book at any later time (the rules are :func:`state_sql`'s):
   ``unsubscribed`` marker came after it), with one row per level alive at the boundary, ``amount``
   its size then; a book with no level left keeps one row without a level;
 - its last record, without levels, when that is not the snapshot (a change, a gap, a disconnect or
-  an ``unsubscribed`` marker): what the book's reliability is judged on.
+  an ``unsubscribed`` marker): what the book's reliability is judged on;
+- its last change since the snapshot, without levels, when that is not the last record (a marker
+  came after it): the book's ``change_id`` and exchange time, which a consumer continues from.
 
 The rows keep their record's ``book_time``, incarnation and Kafka offset, so stream order holds
 across a checkpoint and the rows after it.
@@ -68,14 +70,22 @@ marks AS (
     SELECT symbol, max(seq) AS last_seq, arg_max({record}, seq) AS last,
            max(seq) FILTER (WHERE record_type = 'snapshot') AS snapshot_seq,
            arg_max({record}, seq) FILTER (WHERE record_type = 'snapshot') AS snapshot,
+           max(seq) FILTER (WHERE record_type = 'change') AS change_seq,
+           arg_max({record}, seq) FILTER (WHERE record_type = 'change') AS change,
            max(seq) FILTER (WHERE record_type = 'unsubscribed') AS unsubscribed_seq
     FROM records GROUP BY symbol
 ),
-books AS (  -- a snapshot from before the instrument was last unsubscribed starts no book
-    SELECT symbol, last_seq, last,
+started AS (  -- a snapshot from before the instrument was last unsubscribed starts no book
+    SELECT symbol, last_seq, last, change_seq, change,
            CASE WHEN unsubscribed_seq IS NULL OR snapshot_seq > unsubscribed_seq THEN snapshot_seq END AS snapshot_seq,
            CASE WHEN unsubscribed_seq IS NULL OR snapshot_seq > unsubscribed_seq THEN snapshot END AS snapshot
     FROM marks
+),
+books AS (  -- the last change counts only when it changed the current book
+    SELECT symbol, last_seq, last, snapshot_seq, snapshot,
+           CASE WHEN change_seq > snapshot_seq THEN change_seq END AS change_seq,
+           CASE WHEN change_seq > snapshot_seq THEN change END AS change
+    FROM started
 ),
 levels AS (
     SELECT r.symbol, r.side, r.price, arg_max(r.amount, {{'s': r.seq, 'l': r.level}}) AS amount
@@ -94,6 +104,8 @@ SELECT {_select("b.snapshot")} FROM books b
 WHERE b.snapshot_seq IS NOT NULL AND NOT EXISTS (SELECT 1 FROM alive a WHERE a.symbol = b.symbol)
 UNION ALL
 SELECT {_select("b.last")} FROM books b WHERE b.snapshot_seq IS NULL OR b.last_seq <> b.snapshot_seq
+UNION ALL
+SELECT {_select("b.change")} FROM books b WHERE b.change_seq IS NOT NULL AND b.change_seq <> b.last_seq
 """
 
 

@@ -22,9 +22,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from optionstream_pipeline.kafka.admin import connection_properties
@@ -40,9 +40,12 @@ POLL_S = 0.1  # one wait inside the reader: short, so that deadlines and cancels
 LOOKUP_S = 1.0  # for an earliest offset (else the reader starts from the logical one, half a second later)
 
 
-@dataclass(frozen=True, slots=True)
-class TopicRecord:
-    """One Kafka message of the topic: where it is, its key and timestamp, its bytes and the decoded record."""
+class TopicRecord(msgspec.Struct, frozen=True, gc=False):
+    """One Kafka message of the topic: where it is, its key and timestamp, its bytes and the decoded record.
+
+    A struct the garbage collector does not track (it holds no cycles): a reader makes one per
+    record, and a tracked object each would cost more in collections than its own making.
+    """
 
     partition: int
     offset: int

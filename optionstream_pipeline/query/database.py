@@ -72,6 +72,7 @@ def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb
             "FROM book_records_at(start::TIMESTAMPTZ - INTERVAL 1 MICROSECOND, instrument := instrument)"
         ),
         "{stream_order}": STREAM_ORDER,
+        "{session_ended}": series.SESSION_ENDED,
     }
     for placeholder, value in values.items():
         definitions = definitions.replace(placeholder, value)
@@ -172,7 +173,10 @@ CREATE OR REPLACE VIEW checkpoints AS
 SELECT c.*, f.boundary FROM checkpoint_rows c JOIN checkpoint_files f ON c.filename = f.file;
 
 -- The rows the book at moment is computed from: each partition's (and incarnation's) latest checkpoint
--- at or before moment, then its rows from that checkpoint to moment.
+-- at or before moment, then its rows from that checkpoint to moment. For one instrument, only the
+-- partitions that hold it are read: an instrument's key maps it to one partition of an incarnation
+-- (partitions are never added, see docs/queries.md), so when a checkpoint of the incarnation holds it,
+-- the other partitions' checkpointed files cannot; an incarnation no checkpoint holds it in is read whole.
 CREATE OR REPLACE MACRO book_records_at(moment, instrument := NULL) AS TABLE
 WITH chosen AS (
     SELECT s.topic, s.partition, s.incarnation, max_by(c.file, c.boundary) AS file, max(c.boundary) AS boundary
@@ -182,13 +186,24 @@ WITH chosen AS (
                                 AND c.incarnation = s.incarnation AND c.boundary <= moment::TIMESTAMPTZ
     GROUP BY ALL
 ),
+seeded AS (
+    SELECT {columns}, filename FROM checkpoint_rows
+    WHERE filename IN (SELECT file FROM chosen) AND (instrument IS NULL OR symbol = instrument)
+),
+holding AS (
+    SELECT DISTINCT c.topic, c.partition, c.incarnation FROM chosen c JOIN seeded s ON s.filename = c.file
+    WHERE instrument IS NOT NULL
+),
 reading AS (
     SELECT f.file, coalesce(c.boundary, '-infinity'::TIMESTAMPTZ) AS since
     FROM book_files f JOIN chosen c ON c.topic = f.topic AND c.partition = f.partition AND c.incarnation = f.incarnation
     WHERE NOT f.replaced AND f.hour_start <= moment::TIMESTAMPTZ AND (c.boundary IS NULL OR f.hour_start >= c.boundary)
+      AND (instrument IS NULL
+           OR EXISTS (SELECT 1 FROM holding h WHERE h.topic = f.topic AND h.partition = f.partition
+                                               AND h.incarnation = f.incarnation)
+           OR NOT EXISTS (SELECT 1 FROM holding h WHERE h.topic = f.topic AND h.incarnation = f.incarnation))
 )
-SELECT {columns} FROM checkpoint_rows
-WHERE filename IN (SELECT file FROM chosen) AND (instrument IS NULL OR symbol = instrument)
+SELECT {columns} FROM seeded
 UNION ALL
 SELECT {columns} FROM book_rows b JOIN reading r ON b.filename = r.file
 WHERE b.book_time <= moment::TIMESTAMPTZ AND b.book_time >= r.since AND (instrument IS NULL OR b.symbol = instrument);
@@ -198,7 +213,11 @@ WITH state AS ({state}),
 books AS (
     SELECT symbol, any_value(expiry) AS expiry, any_value(strike) AS strike, any_value(option_type) AS option_type,
            arg_max({'type': record_type, 'reason': reason, 'capture_id': capture_id, 'change_id': change_id,
-                    'book_time': book_time}, {stream_order}) AS last,
+                    'book_time': book_time, 'local_timestamp': local_timestamp, 'partition': kafka_partition,
+                    'incarnation': topic_incarnation},
+                   {stream_order}) AS last,
+           arg_max({'change_id': change_id, 'timestamp': timestamp}, {stream_order})
+               FILTER (WHERE record_type IN ('snapshot', 'change')) AS updated,
            bool_or(record_type = 'snapshot') AS has_snapshot,
            list({'price': price, 'amount': amount} ORDER BY price DESC) FILTER (WHERE side = 'bid') AS bids,
            list({'price': price, 'amount': amount} ORDER BY price) FILTER (WHERE side = 'ask') AS asks
@@ -210,8 +229,11 @@ judged AS (
                           epoch_us(moment::TIMESTAMPTZ)) AS why
     FROM books b LEFT JOIN session_ends e ON e.capture_id = b.last.capture_id
 )
-SELECT symbol, expiry, strike, option_type, last.book_time AS as_of, last.change_id AS change_id,
-       why IS NULL AS reliable, why, coalesce(bids, []) AS bids, coalesce(asks, []) AS asks
+SELECT symbol, expiry, strike, option_type, last.book_time AS as_of, updated.change_id AS change_id,
+       why IS NULL AS reliable, why, coalesce(bids, []) AS bids, coalesce(asks, []) AS asks,
+       updated.timestamp AS exchange_time, last.local_timestamp AS local_timestamp, last.capture_id AS capture_id,
+       last.partition AS kafka_partition,
+       last.incarnation AS topic_incarnation
 FROM judged WHERE last.type <> 'unsubscribed';
 
 CREATE OR REPLACE MACRO book_at(instrument, moment, depth := 10) AS TABLE

@@ -27,6 +27,9 @@ both use ``unreliable_why``, the one statement of the rules.
 
 from __future__ import annotations
 
+SESSION_ENDED = "capture session "
+"""How ``unreliable_why`` starts the reason of a book whose capture session ended without markers."""
+
 WHY = """
 -- Why a book is not reliable at moment_us (NULL when it is): the rules of docs/queries.md, in one place.
 CREATE OR REPLACE MACRO unreliable_why(has_snapshot, last_type, last_reason, capture_id, ended_us, moment_us) AS
@@ -34,7 +37,7 @@ CASE WHEN NOT coalesce(has_snapshot, false) THEN 'waiting for the first snapshot
      WHEN last_type = 'gap' THEN 'gap: ' || last_reason
      WHEN last_type = 'disconnect' THEN 'disconnect: ' || last_reason
      WHEN coalesce(ended_us, -1) < moment_us THEN
-          'capture session ' || capture_id || ' ended at '
+          '{session_ended}' || capture_id || ' ended at '
           || coalesce((TIMESTAMPTZ 'epoch' + to_microseconds(ended_us))::VARCHAR, 'an unknown time')
           || ' without markers'
 END;

@@ -2,8 +2,9 @@
 
 The streams (written straight into the archive, no broker needed) have what the book at T must carry
 across hour boundaries: books unchanged for hours, gaps and disconnects waiting for their resync,
-unsubscribed instruments, a capture session killed without markers, an hour without any record, a
-partition quiet while another goes on, and a topic incarnation replaced by a new one.
+unsubscribed instruments, an instrument listed after the first checkpoints, a capture session killed
+without markers, an hour without any record, a partition quiet while another goes on, and a topic
+incarnation replaced by a new one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from optionstream_pipeline_tests.support.books import Replay, Stream
 
 HOUR_MS = 3_600_000
 NAMES = [f"BTC-27JUN25-{strike}-{kind}" for strike in (90000, 100000, 110000, 120000) for kind in "CP"]
+LISTED_LATE = "BTC-27JUN25-130000-C"  # listed at 11:06, after partition 0's checkpoints began
+NAMES.append(LISTED_LATE)
 
 
 @dataclass
@@ -113,6 +116,8 @@ def build_archive(root: Path, seed: int = 7) -> Archive:
             session = "b"
             market.restart()
         name = market.rng.choice(NAMES)
+        if name == LISTED_LATE and at < int(3.1 * HOUR_MS):
+            continue
         partition = NAMES.index(name) % 2
         if partition == 0:
             if 2 * HOUR_MS <= at < 3 * HOUR_MS:

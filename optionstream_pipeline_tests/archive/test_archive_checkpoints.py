@@ -19,7 +19,7 @@ from optionstream_pipeline.archive.checkpoints import build_checkpoints
 from optionstream_pipeline.archive.layout import US_PER_HOUR, CheckpointFile
 from optionstream_pipeline.archive.store import DERIVED_KEY, ArchiveStore
 from optionstream_pipeline.query.database import open_archive
-from optionstream_pipeline_tests.archive.synthetic import Archive
+from optionstream_pipeline_tests.archive.synthetic import NAMES, Archive
 from optionstream_pipeline_tests.support.books import T0, US, archive_books_at, as_time
 
 
@@ -68,6 +68,16 @@ def test_the_book_at_any_time_equals_the_replayed_topic_across_hours(archive: Ar
         assert archive_books_at(connection, moment) == expected, f"at {moment}"
         reasons |= {state[1] for state in expected.values() if state[1]}
     assert reasons == {"waiting", "gap", "disconnect", "capture"}
+
+
+def test_one_instrument_at_any_time_equals_its_book_in_the_whole_chain(archive: Archive) -> None:
+    """One instrument's book reads only the partitions that hold it: the same book as in the chain's."""
+    connection = open_archive(archive.root, ":memory:")
+    for moment in sample_times(archive, 30) + boundary_times(archive):
+        chain = archive_books_at(connection, moment)
+        for name in NAMES:
+            one = {name: chain[name]} if name in chain else {}
+            assert archive_books_at(connection, moment, name) == one, f"{name} at {moment}"
 
 
 def test_the_book_at_t_needs_no_row_before_the_checkpoint_it_starts_from(archive: Archive, tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def check_books_against_truth(records: list[TopicRecord], sim: SimulatorThread, 
     compared = 0
     for record in records:
         book = builder.apply(record.record)
-        if book is None or not book.valid or record.record.type not in ("snapshot", "change"):
+        if book is None or not book.reliable or record.record.type not in ("snapshot", "change"):
             continue
         truth = sim.market.book_at(record.key, interval, book.change_id)
         if truth is None:

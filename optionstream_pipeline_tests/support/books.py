@@ -16,7 +16,7 @@ from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
 from optionstream_pipeline.archive.progress import Fingerprint
 from optionstream_pipeline.archive.schema import book_times, explode
 from optionstream_pipeline.archive.store import ArchiveStore, FileState
-from optionstream_pipeline.consume.books import BookBuilder
+from optionstream_pipeline.consume.books import WAITING, BookBuilder
 from optionstream_pipeline.kafka.reader import TopicRecord
 from optionstream_pipeline.query.database import open_archive
 from optionstream_pipeline.records import book
@@ -120,17 +120,19 @@ class Replay:
         builder = BookBuilder(strict=False)
         last_session: dict[str, str] = {}
         last_kind: dict[str, str] = {}
-        for time, _, _, record in self.stream:
+        for time, stream, _, record in self.stream:
             if time > moment:
                 break
-            builder.apply(record.record)
+            builder.apply(record.record, stream)
             last_session[record.record.instrument] = record.record.capture.id
             last_kind[record.record.instrument] = record.record.type
         # Followed (a record, and not unsubscribed last) but no snapshot yet: a book waiting for one.
         books = {name: (False, "waiting", [], []) for name, kind in last_kind.items() if kind != "unsubscribed"}
         for name, order_book in builder.books.items():
+            if order_book.why == WAITING:
+                continue
             why = None
-            if not order_book.valid:
+            if last_kind[name] in ("gap", "disconnect"):
                 why = last_kind[name]  # the marker that broke it
             elif moment > self.session_end[last_session[name]]:
                 why = "capture"  # its session ended, without markers
@@ -144,9 +146,11 @@ def as_time(us: int) -> datetime:
     return datetime.fromtimestamp(us // 1_000_000, UTC) + us % 1_000_000 * US
 
 
-def archive_books_at(connection, moment: datetime) -> dict[str, Book]:
-    """``books_at(moment)`` as the reference shows it."""
-    rows = connection.execute("SELECT symbol, reliable, why, bids, asks FROM books_at(?)", [moment]).fetchall()
+def archive_books_at(connection, moment: datetime, instrument: str | None = None) -> dict[str, Book]:
+    """``books_at(moment)`` (of every instrument, or of one) as the reference shows it."""
+    rows = connection.execute(
+        "SELECT symbol, reliable, why, bids, asks FROM books_at(?, instrument := ?)", [moment, instrument]
+    ).fetchall()
     return {
         symbol: (
             reliable,
