@@ -51,8 +51,8 @@ class LastArchived:
             )
         if first.offset > self.offset + 1:
             return (
-                f"gap: offsets {self.offset + 1} to {first.offset - 1} of partition {self.partition} were "
-                f"removed by Kafka's retention before the archive read them"
+                f"gap: offsets {self.offset + 1} to {first.offset - 1} of partition {self.partition} are no "
+                f"longer in Kafka (retention); the archive has what it read of them (optionstream query)"
             )
         if first.offset == self.offset:
             record = first.record
