@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import shutil
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -119,7 +118,7 @@ def test_the_ladder_shows_the_exchanges_book_within_a_second(viewed: Viewed) -> 
     page, sim = viewed.page, viewed.sim
     for name in (viewed.instruments[5], viewed.instruments[-2]):  # one, then another
         pick(page, name)
-        chosen_at, current = time.monotonic(), sim.market.book(name, INTERVAL).change_id
+        current = sim.market.book(name, INTERVAL).change_id  # the ladder must show this or later
 
         def shows_the_book(name: str = name, current: int = current) -> bool:
             shown, change_id, bids, asks = ladder(page)
@@ -128,7 +127,6 @@ def test_the_ladder_shows_the_exchanges_book_within_a_second(viewed: Viewed) -> 
                     and (bids, asks) == (best(truth.bids, True), best(truth.asks, False)))  # fmt: skip
 
         wait_until(shows_the_book, 1.0, interval=0.02, message=f"the ladder of {name} equal to the exchange's book")
-        assert time.monotonic() - chosen_at < 1.5
         assert page.get_attribute("#ladder", "data-reliable") == "true"
         assert page.is_hidden("#book-banner")
     wait_until(lambda: page.inner_text("#rate") not in ("-", "0.0"), 5, message="an update rate shown")
