@@ -212,8 +212,10 @@ def start_live_view(
 ) -> str:
     """The live web view of the books, in this process, on the demo's broker and archive; its URL.
 
-    It waits for the topic, which the capture run creates once Dagster launched it."""
-    from optionstream_pipeline.consume.web.cli import ServerThread, live_books, now_or_earliest
+    It waits for the topic, which the capture run creates once Dagster launched it, and reads it
+    from its earliest record: the embedded broker starts empty, so an archive left by an earlier
+    demo holds another incarnation of the topic, which the live view must not start from."""
+    from optionstream_pipeline.consume.web.cli import ServerThread, live_books
 
     settings = settings.model_copy(
         update={
@@ -221,9 +223,7 @@ def start_live_view(
             "archive": settings.archive.model_copy(update={"path": str(data_dir / "archive")}),
         }
     )
-    server = stack.enter_context(
-        ServerThread(live_books(settings, now_or_earliest(settings)), args.host, args.view_port)
-    )
+    server = stack.enter_context(ServerThread(live_books(settings, "earliest"), args.host, args.view_port))
     return server.url
 
 
