@@ -743,9 +743,14 @@ def _show(value: Any) -> str:
 # `optionstream config`
 
 
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """``--config``, as every sub-command takes it."""
+    parser.add_argument("--config", help=f"YAML configuration (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("config", help="validate the configuration and print the effective settings")
-    parser.add_argument("--config", help=f"YAML file (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+    add_config_argument(parser)
     parser.set_defaults(func=_run_config_command)
 
 

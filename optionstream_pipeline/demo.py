@@ -40,7 +40,7 @@ from types import FrameType
 from typing import IO, Any
 
 from optionstream_pipeline import pidlock
-from optionstream_pipeline.config import ConfigError, Settings, load_settings
+from optionstream_pipeline.config import ConfigError, Settings, add_config_argument, load_settings
 from optionstream_pipeline.kafka.broker import EmbeddedBroker, broker_reachable
 from optionstream_pipeline.lifeline import Lifeline, stop_groups
 
@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "a Kafka broker (the configured one if reachable, else an embedded one). Open the UI, watch the "
         "capture run and its observations; Ctrl-C stops everything.",
     )
-    parser.add_argument("--config", help="YAML configuration (default $OPTIONSTREAM_CONFIG or config/config.yaml)")
+    add_config_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="Dagster UI host (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="Dagster UI port (default %(default)s)")
     parser.add_argument("--view-port", type=int, default=DEFAULT_VIEW_PORT, help="live view port (default %(default)s)")

@@ -12,7 +12,7 @@ import time
 from optionstream_pipeline.archive.partition import PartitionReport
 from optionstream_pipeline.archive.run import archive_topic, follow
 from optionstream_pipeline.archive.store import ArchiveError
-from optionstream_pipeline.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from optionstream_pipeline.config import ConfigError, add_config_argument, load_settings
 from optionstream_pipeline.kafka.admin import BrokerUnreachableError
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the rows to archive.path. Safe to stop and rerun at any moment: the archive holds every record "
         "exactly once.",
     )
-    parser.add_argument("--config", help=f"YAML configuration (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+    add_config_argument(parser)
     parser.add_argument("--partitions", help="comma-separated partitions (default: all of the topic)")
     parser.add_argument("--follow", action="store_true", help="keep archiving until SIGINT or SIGTERM")
     parser.set_defaults(func=run_archive_command)

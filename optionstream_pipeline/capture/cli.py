@@ -11,7 +11,7 @@ import sys
 from optionstream_pipeline.capture.engine import CaptureEngine
 from optionstream_pipeline.capture.stats import rates, status_line
 from optionstream_pipeline.capture.universe import build_engine
-from optionstream_pipeline.config import ConfigError, Settings, load_settings
+from optionstream_pipeline.config import ConfigError, Settings, add_config_argument, load_settings
 from optionstream_pipeline.kafka.admin import BrokerUnreachableError
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "SIGTERM: closes the connections, flushes Kafka within kafka.flush_timeout_s, exits 0 "
         f"(or {EXIT_UNDELIVERED} if records were still undelivered at the bound).",
     )
-    parser.add_argument("--config", help="YAML configuration (default $OPTIONSTREAM_CONFIG or config/config.yaml)")
+    add_config_argument(parser)
     parser.add_argument("--url", help="override deribit.websocket_url (e.g. the simulator's ws://127.0.0.1:8765/...)")
     parser.add_argument("--brokers", help="override kafka.brokers, comma-separated HOST:PORT")
     parser.add_argument("--instruments", help="override deribit.instruments: comma-separated names, or 'auto'")

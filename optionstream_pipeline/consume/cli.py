@@ -27,13 +27,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from optionstream_pipeline.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from optionstream_pipeline.config import ConfigError, add_config_argument, load_settings
 from optionstream_pipeline.consume.consumer import BookConsumer, Start
 from optionstream_pipeline.consume.history import ArchiveMismatch
 from optionstream_pipeline.consume.selection import Selection
 from optionstream_pipeline.consume.view import Activity, TopOfBook, chain_order, top_of_book
 from optionstream_pipeline.deribit.instruments import InstrumentNameError
-from optionstream_pipeline.kafka.producer import producer_config
 from optionstream_pipeline.query.cli import moment
 from optionstream_pipeline.query.database import NoArchive
 
@@ -47,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help=f"YAML configuration (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+    add_config_argument(parser)
     add_selection_arguments(parser)
     add_start_arguments(parser)
     parser.add_argument("--json", action="store_true", help="the records as JSON lines on standard output")
@@ -84,22 +83,13 @@ def run_consume(args: argparse.Namespace) -> int:
         print(f"optionstream consume: {exc}", file=sys.stderr)
         return 2
     start: Start = args.start or ("earliest" if args.from_beginning else "latest")
-    connection = producer_config(settings.kafka, settings.kafka_secrets())
     try:
-        consumer = BookConsumer(
-            connection,
-            settings.kafka.topic,
-            start,
-            archive=settings.archive.path,
-            select=None if selection.everything else selection,
-            group_id=args.group,
-            metadata_timeout_s=settings.kafka.admin_timeout_s,
-        )
+        consumer = BookConsumer.from_settings(settings, start, selection, group_id=args.group)
     except (NoArchive, ArchiveMismatch, ValueError) as exc:
         print(f"optionstream consume: {exc}", file=sys.stderr)
         return 1
     except KafkaException as exc:  # the broker unreachable, or no such topic
-        where = connection.get("bootstrap.servers", "?")
+        where = ",".join(settings.kafka.brokers)
         print(f"optionstream consume: cannot read {settings.kafka.topic} at {where}: {exc}", file=sys.stderr)
         return 1
     with consumer, contextlib.suppress(KeyboardInterrupt):

@@ -27,9 +27,12 @@ from typing import Any, Literal
 
 import msgspec
 
+from optionstream_pipeline.config import Settings
 from optionstream_pipeline.consume.books import BookBuilder, OrderBook
 from optionstream_pipeline.consume.history import LastArchived, handover_at
+from optionstream_pipeline.consume.selection import Selection
 from optionstream_pipeline.kafka.admin import topic_partitions
+from optionstream_pipeline.kafka.producer import producer_config
 from optionstream_pipeline.kafka.reader import BEGINNING, LATEST, TopicReader, TopicRecord
 from optionstream_pipeline.records.book import BookRecord, RecordError
 
@@ -90,6 +93,22 @@ class BookConsumer:
         self._reader = TopicReader(connection, topic, starts, group_id=group_id, metadata_timeout_s=metadata_timeout_s)
         if self._joins:
             self._check_joins(metadata_timeout_s)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, start: Start = "latest", select: Selection | None = None, group_id: str | None = None
+    ) -> BookConsumer:
+        """The configured topic, brokers (secrets from the environment) and archive; a selection of
+        everything rebuilds every book without asking it."""
+        return cls(
+            producer_config(settings.kafka, settings.kafka_secrets()),
+            settings.kafka.topic,
+            start,
+            archive=settings.archive.path,
+            select=None if select is None or select.everything else select,
+            group_id=group_id,
+            metadata_timeout_s=settings.kafka.admin_timeout_s,
+        )
 
     def _from_archive(
         self, connection: str | Mapping[str, Any], archive: str | Path | None, moment: datetime

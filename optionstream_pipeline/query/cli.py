@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 
 import duckdb
 
-from optionstream_pipeline.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from optionstream_pipeline.config import ConfigError, add_config_argument, load_settings
 from optionstream_pipeline.query.database import NoArchive, check_time, check_window, open_archive
 
 
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help=f"YAML configuration (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+    add_config_argument(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
     output.add_argument("--parquet", metavar="FILE", help="write the result to a Parquet file")

@@ -22,14 +22,13 @@ import uvicorn
 from confluent_kafka import KafkaException
 
 from optionstream_pipeline.archive.layout import TABLE
-from optionstream_pipeline.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from optionstream_pipeline.config import ConfigError, Settings, add_config_argument, load_settings
 from optionstream_pipeline.consume.cli import add_selection_arguments, add_start_arguments, selection_of
 from optionstream_pipeline.consume.consumer import BookConsumer, Start
 from optionstream_pipeline.consume.history import ArchiveMismatch
 from optionstream_pipeline.consume.selection import Selection
 from optionstream_pipeline.consume.web.server import LiveBooks, create_app
 from optionstream_pipeline.deribit.instruments import InstrumentNameError
-from optionstream_pipeline.kafka.producer import producer_config
 from optionstream_pipeline.query.database import NoArchive
 
 DEFAULT_PORT = 8050
@@ -43,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help=f"YAML configuration (default ${CONFIG_PATH_ENV} or {DEFAULT_CONFIG_PATH})")
+    add_config_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     add_selection_arguments(parser)
@@ -90,23 +89,15 @@ def now_or_earliest(settings: Settings) -> Start:
 def live_books(settings: Settings, start: Start, selection: Selection | None = None) -> LiveBooks:
     """The live view's books, their consumer opened now if it can be; a topic or broker not there yet
     is waited for (the page says so). A start the archive cannot give raises at once."""
-    connection = producer_config(settings.kafka, settings.kafka_secrets())
 
     def open_consumer() -> BookConsumer:
-        return BookConsumer(
-            connection,
-            settings.kafka.topic,
-            start,
-            archive=settings.archive.path,
-            select=None if selection is None or selection.everything else selection,
-            metadata_timeout_s=settings.kafka.admin_timeout_s,
-        )
+        return BookConsumer.from_settings(settings, start, selection)
 
     live = LiveBooks(open_consumer, settings.kafka.topic)
     try:
         live.consumer = open_consumer()
     except KafkaException as exc:
-        live.error = f"waiting for the topic {settings.kafka.topic} at {connection.get('bootstrap.servers')}: {exc}"
+        live.error = f"waiting for the topic {settings.kafka.topic} at {','.join(settings.kafka.brokers)}: {exc}"
     return live
 
 

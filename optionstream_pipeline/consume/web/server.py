@@ -149,9 +149,6 @@ class LiveBooks:
             **_top(self._line(name)),
             "bids": bids,
             "asks": asks,
-            "levels": [len(book.bids), len(book.asks)],
-            "exchange_timestamp_ms": book.exchange_timestamp_ms,
-            "capture_id": book.capture_id,
         }
 
     def chain(self, expiry: str) -> dict[str, Any]:
@@ -249,7 +246,7 @@ async def _send_loop(
     websocket: WebSocket, live: LiveBooks, watching: Watching, title: str, receiver: asyncio.Task
 ) -> None:
     sent_version, sent_instruments, sent_error = -1, -1, None
-    await websocket.send_json({"type": "hello", "topic": live.topic, "title": title, "send_hz": SEND_HZ})
+    await websocket.send_json({"type": "hello", "topic": live.topic, "title": title})
     while not receiver.done():
         messages = []
         with live.lock:
