@@ -345,7 +345,7 @@ def instrument_archive() -> Timers:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from optionstream_pipeline.archive import checkpoints, partition, store
+    from optionstream_pipeline.archive import checkpoints, partition, storage, store
     from optionstream_pipeline.kafka.reader import TopicReader
 
     timers = Timers()
@@ -361,7 +361,7 @@ def instrument_archive() -> Timers:
     timers.wrap(store, "sorted_rows", "sorted_rows")
     timers.wrap(store, "session_ends", "session_ends")
     timers.wrap(pq, "write_table", "parquet write (zstd)")
-    timers.wrap(store, "_fsync", "fsync")
+    timers.wrap(storage.LocalStorage, "put", "put in place (write, fsync, rename)")
     timers.wrap(partition, "compact_partition", "compact_partition")
     timers.wrap(partition, "build_checkpoints", "build_checkpoints")
     timers.wrap(checkpoints, "derive_checkpoint", "derive_checkpoint (DuckDB)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -51,6 +52,7 @@ from optionstream_pipeline.deribit.protocol import (
     MIN_HEARTBEAT_INTERVAL_S,
     TESTNET_URL,
 )
+from optionstream_pipeline.deribit.tls import verifying_context
 
 ENV_PREFIX = "OPTIONSTREAM_"
 ENV_DELIMITER = "__"
@@ -127,9 +129,35 @@ def _broker(value: str) -> str:
     return value
 
 
+def _archive_location(value: str) -> str:
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        return value
+    if scheme != "s3":
+        raise PydanticCustomError(
+            "archive_location",
+            f"{value!r} is not a supported location; allowed: a local directory or s3://bucket/prefix",
+        )
+    if not rest.split("/", 1)[0]:
+        raise PydanticCustomError("archive_location", f"{value!r} names no bucket; allowed: s3://bucket/prefix")
+    return value.rstrip("/")
+
+
 def _websocket_url(value: str) -> str:
     if not value.startswith(("ws://", "wss://")):
         raise ValueError(f"{value!r} is not allowed; allowed: ws:// or wss:// URL")
+    return value
+
+
+def _ca_file(value: str) -> str:
+    """A CA bundle that exists and loads: checked at start, not at the first connection attempt."""
+    allowed = "allowed: a PEM file of CA certificates, or null for the system trust store"
+    if not Path(value).is_file():
+        raise ValueError(f"{value!r} does not exist or is not a file; {allowed}")
+    try:
+        verifying_context(value)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"{value!r} cannot be loaded as CA certificates ({exc}); {allowed}") from None
     return value
 
 
@@ -143,6 +171,7 @@ OptionName = Annotated[str, AfterValidator(_option_name)]
 Cron = Annotated[str, AfterValidator(_cron)]
 Broker = Annotated[str, AfterValidator(_broker)]
 WebSocketUrl = Annotated[str, AfterValidator(_websocket_url)]
+CaFile = Annotated[str, AfterValidator(_ca_file)]
 PropertyValue = Annotated[Any, AfterValidator(_property_value)]
 # An explicit, non-empty list of option names, or "auto". Tagged, so that an error names one of the
 # two shapes instead of both.
@@ -209,6 +238,9 @@ class DeribitSettings(Section):
     heartbeat_interval_s: int = Field(30, ge=MIN_HEARTBEAT_INTERVAL_S, le=3600)
     stale_after_s: float = Field(15.0, ge=0.5, le=3600, description="reconnect when no frame arrives this long")
     request_timeout_s: float = Field(10.0, ge=0.1, le=300)
+    # wss:// is always verified, hostname included: against the system trust store, or against this PEM
+    # bundle instead (a private CA, a TLS-inspecting proxy). No setting turns verification off.
+    tls_ca_file: CaFile | None = Field(None, description="CA bundle trusted for Deribit instead of the system store")
     reconnect: ReconnectSettings = ReconnectSettings()
     # Names of the environment variables holding API credentials (needed only for "raw" books).
     client_id_env: str = "DERIBIT_CLIENT_ID"
@@ -292,7 +324,9 @@ class CaptureSettings(Section):
 class ArchiveSettings(Section):
     """The Parquet archive of the book topic: where it lives and how its files are cut."""
 
-    path: str = "data/archive"
+    # A local directory, or s3://bucket/prefix on an S3-compatible store (credentials and endpoint
+    # from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...).
+    path: Annotated[str, AfterValidator(_archive_location)] = "data/archive"
     max_records_per_file: int = Field(
         500_000, ge=100, le=50_000_000, description="a file holds at most this many Kafka records"
     )
@@ -308,6 +342,9 @@ class ArchiveSettings(Section):
     group_id: str = "optionstream-archive"  # its committed offsets show the archive's lag in Kafka UI
     read_timeout_s: float = Field(600.0, ge=1, le=86_400, description="bound on one pass to the end of a partition")
     follow_interval_s: float = Field(5.0, ge=0.1, le=3600, description="optionstream archive --follow: pause")
+    lease_s: float = Field(
+        60.0, ge=1, le=3600, description="object storage: the term of a partition's writer lease (renewed at 1/3)"
+    )
 
 
 class DiscoveryFilters(Section):

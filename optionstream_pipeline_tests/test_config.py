@@ -131,12 +131,24 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
             "deribit:\n  reconnect:\n    initial_backoff_ms: 5000\n    max_backoff_ms: 1000\n",
             "deribit.reconnect.max_backoff_ms: 1000 is below initial_backoff_ms (5000)",
         ),
+        (
+            "archive:\n  path: gs://bucket/archive\n",
+            "archive.path: 'gs://bucket/archive' is not a supported location; allowed: a local directory or "
+            "s3://bucket/prefix",
+        ),
+        ("archive:\n  path: s3:///archive\n", "archive.path: 's3:///archive' names no bucket"),
+        ("archive:\n  lease_s: 0.5\n", "archive.lease_s: 0.5 (float) is out of range; allowed: 1 to 3600"),
     ],
 )
 def test_each_bad_value_fails_with_a_message_naming_key_value_and_allowed(
     tmp_path: Path, text: str, expected: str
 ) -> None:
     assert expected in problems_of(tmp_path, text)
+
+
+def test_the_archive_may_be_a_directory_or_an_s3_prefix() -> None:
+    assert settings_from_mapping({"archive": {"path": "s3://bucket/btc/"}}).archive.path == "s3://bucket/btc"
+    assert settings_from_mapping({"archive": {"path": "/data/archive"}}).archive.path == "/data/archive"
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

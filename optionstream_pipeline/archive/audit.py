@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-
 from optionstream_pipeline.archive.compaction import closed_hours, plan_compaction
 from optionstream_pipeline.archive.layout import US_PER_HOUR, ArchiveFile
 from optionstream_pipeline.archive.store import ArchiveStore
@@ -99,8 +97,8 @@ def change_id_continuity(store: ArchiveStore, partition: int, files: list[Archiv
         return Verdict(True, f"partition {partition} has no archived record yet")
     newest = max(file.hour_start_us for file in files)
     since = newest - (CONTINUITY_HOURS - 1) * US_PER_HOUR
-    recent = [str(store.path(file)) for file in files if file.hour_start_us >= since]
-    with duckdb.connect() as connection:
+    recent = [store.path(file) for file in files if file.hour_start_us >= since]
+    with store.duckdb() as connection:
         [(records, instruments, gaps, breaks)] = connection.execute(_BREAKS, {"files": recent}).fetchall()
     breaks = breaks or []
     values: dict[str, int | float | str] = {

@@ -36,7 +36,6 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 
-import duckdb
 import pyarrow as pa
 
 from optionstream_pipeline.archive.layout import US_PER_HOUR, ArchiveFile, CheckpointFile, hour_of
@@ -158,12 +157,11 @@ def build_checkpoints(store: ArchiveStore, topic: str, partition: int) -> list[C
 
 def derive_checkpoint(store: ArchiveStore, previous: CheckpointFile | None, hour: list[ArchiveFile]) -> pa.Table:
     """The checkpoint after ``hour``'s files, continuing from ``previous`` (pure but for reading)."""
-    paths = [str(store.path(file)) for file in ([previous] if previous else []) + hour]
+    paths = [store.path(file) for file in ([previous] if previous else []) + hour]
     if not paths:
         return ARCHIVE_SCHEMA.empty_table()
     files = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
     source = f"SELECT {COLUMN_LIST} FROM read_parquet([{files}], hive_partitioning = false)"
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
+    with store.duckdb() as connection:
         table = connection.sql(state_sql(source)).to_arrow_table()
     return sorted_rows(table.cast(ARCHIVE_SCHEMA))

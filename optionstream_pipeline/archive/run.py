@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def archive_store(settings: Settings) -> ArchiveStore:
-    return ArchiveStore(settings.archive.path, settings.archive.row_group_rows)
+    return ArchiveStore(settings.archive.path, settings.archive.row_group_rows, settings.archive.lease_s)
 
 
 def archiver(settings: Settings, partition: int, progress: Progress | None = None) -> PartitionArchiver:

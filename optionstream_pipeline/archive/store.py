@@ -1,12 +1,13 @@
-"""The archive on disk: atomic file writes, the files a partition holds, and one writer per partition.
+"""The archive's files: atomic writes, the files a partition holds, and one writer per partition.
 
-A file is written under a temporary name in its final directory, flushed to disk (``fsync``), then
-renamed into place and the directory flushed: a reader, and the next run, see the whole file or
-nothing. A crash leaves at most a temporary file, which the next run of that partition removes.
+A file is put in place whole or not at all (:mod:`optionstream_pipeline.archive.storage` says how,
+on a local directory and on object storage): a reader, and the next run, see the whole file or
+nothing. A crash leaves at most a temporary file (local only), which the next run of that partition
+removes.
 
-Two runs of one partition at once cannot both write: each holds an exclusive lock on the
-partition's lock file (``_locks/<topic>+<partition>.lock``) while it runs; the second is refused,
-naming the first's pid. The kernel releases the lock when a process dies, however it dies.
+Two runs of one partition at once cannot both write: each holds the partition's exclusive lock
+(``_locks/<topic>+<partition>.lock``: a ``flock`` locally, a lease on object storage) while it runs;
+the second is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -14,26 +15,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from optionstream_pipeline import pidlock
-from optionstream_pipeline.archive.faults import AFTER_RENAME, MID_WRITE, crash_point
-from optionstream_pipeline.archive.layout import (
-    CHECKPOINTS,
-    TABLE,
-    TEMPORARY_PREFIX,
-    ArchiveFile,
-    CheckpointFile,
-    temporary_path,
-)
+from optionstream_pipeline.archive import storage
+from optionstream_pipeline.archive.faults import crash_point
+from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLE, TEMPORARY_PREFIX, ArchiveFile, CheckpointFile
 from optionstream_pipeline.archive.progress import Archived, Fingerprint
 from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, SORT_KEYS, session_ends
 
@@ -81,10 +75,13 @@ class FileState:
 
 
 class ArchiveStore:
-    """The archive under one local directory."""
+    """The archive under one location: a local directory or ``s3://bucket/prefix``."""
 
-    def __init__(self, root: str | Path, row_group_rows: int = 131_072) -> None:
-        self.root = Path(root)
+    def __init__(
+        self, root: str | Path, row_group_rows: int = 131_072, lease_s: float = storage.DEFAULT_LEASE_S
+    ) -> None:
+        self.storage = storage.storage_for(root, lease_s)
+        self.location = self.storage.location
         self.row_group_rows = row_group_rows
 
     # -- reading ------------------------------------------------------------------------------
@@ -92,8 +89,8 @@ class ArchiveStore:
     def files(self, topic: str | None = None, partition: int | None = None) -> list[ArchiveFile]:
         """Every archive file (of one topic and partition), by offset; temporary files left out."""
         found = []
-        for path in sorted((self.root / TABLE).glob("date=*/hour=*/*.parquet")):
-            file = ArchiveFile.parse(path.relative_to(self.root).as_posix())
+        for path in self.storage.list(TABLE):
+            file = ArchiveFile.parse(path)
             if file is None:
                 continue
             if (topic is None or file.topic == topic) and (partition is None or file.partition == partition):
@@ -115,22 +112,35 @@ class ArchiveStore:
         return Archived(newest.incarnation, newest.last_offset + 1, state.last, state.book_time_us)
 
     def file_state(self, file: ArchiveFile) -> FileState:
-        metadata = self._footer(file).metadata or {}
+        metadata = self.footer(file).metadata or {}
         if metadata.get(FORMAT_KEY) != FORMAT_VERSION or STATE_KEY not in metadata:
-            raise ArchiveError(f"{self.root / file.path}: not an OptionStream archive file (no {FORMAT_KEY.decode()})")
+            raise ArchiveError(f"{self.path(file)}: not an OptionStream archive file (no {FORMAT_KEY.decode()})")
         return FileState.from_json(metadata[STATE_KEY])
 
-    def read(self, file: ArchiveFile) -> pa.Table:
+    def read(self, file: ArchiveFile | CheckpointFile) -> pa.Table:
         try:
-            return pq.read_table(self.root / file.path, schema=ARCHIVE_SCHEMA)
+            return pq.read_table(
+                self.storage.arrow_path(file.path), schema=ARCHIVE_SCHEMA, filesystem=self.storage.arrow
+            )
         except (OSError, pa.ArrowException) as exc:
-            raise ArchiveError(f"{self.root / file.path}: cannot be read as an archive file: {exc}") from None
+            raise ArchiveError(f"{self.path(file)}: cannot be read as an archive file: {exc}") from None
 
-    def _footer(self, file: ArchiveFile) -> pq.FileMetaData:
+    def footer(self, file: ArchiveFile | CheckpointFile) -> pq.FileMetaData:
         try:
-            return pq.read_metadata(self.root / file.path)
+            return pq.read_metadata(self.storage.arrow_path(file.path), filesystem=self.storage.arrow)
         except (OSError, pa.ArrowException) as exc:
-            raise ArchiveError(f"{self.root / file.path}: cannot be read as a Parquet file: {exc}") from None
+            raise ArchiveError(f"{self.path(file)}: cannot be read as a Parquet file: {exc}") from None
+
+    def path(self, file: ArchiveFile | CheckpointFile) -> str:
+        """Where the file is, for DuckDB (on a connection from :meth:`duckdb`) and for messages."""
+        return self.storage.uri(file.path)
+
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection, in UTC, that can read the archive's files."""
+        connection = duckdb.connect()
+        connection.execute("SET TimeZone = 'UTC'")
+        self.storage.register(connection)
+        return connection
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -146,47 +156,41 @@ class ArchiveStore:
     def _write_parquet(
         self, path: str, table: pa.Table, metadata: dict[bytes, bytes], crash_points: bool = False
     ) -> int:
-        final, temporary = self.root / path, self.root / temporary_path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
         table = table.replace_schema_metadata({**(ARCHIVE_SCHEMA.metadata or {}), **metadata})
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            table,
+            sink,
+            compression="zstd",
+            row_group_size=self.row_group_rows,
+            use_dictionary=DICTIONARY_COLUMNS,
+            column_encoding=DELTA_ENCODED,
+            write_statistics=True,
+        )
+        data = sink.getvalue().to_pybytes()
+        self._put(path, data, crash_points)
+        return len(data)
+
+    def _put(self, path: str, data: bytes, crash_points: bool = False) -> None:
         try:
-            pq.write_table(
-                table,
-                temporary,
-                compression="zstd",
-                row_group_size=self.row_group_rows,
-                use_dictionary=DICTIONARY_COLUMNS,
-                column_encoding=DELTA_ENCODED,
-                write_statistics=True,
-            )
-            if crash_points:
-                crash_point(MID_WRITE)
-            _fsync(temporary)
-            os.replace(temporary, final)
-            if crash_points:
-                crash_point(AFTER_RENAME)
-            _fsync(final.parent)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            raise
-        return final.stat().st_size
+            self.storage.put(path, data, crash_point if crash_points else None)
+        except storage.LeaseLost as exc:
+            raise PartitionBusy(f"stopped before writing {path}: {exc}") from None
 
     def remove(self, file: ArchiveFile) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / file.path).unlink()
+        self.storage.remove(file.path)
 
-    def remove_temporaries(self, topic: str, partition: int) -> list[Path]:
+    def remove_temporaries(self, topic: str, partition: int) -> list[str]:
         """The leftovers of runs that died mid-write (the caller holds the partition's lock)."""
         prefix = f"{TEMPORARY_PREFIX}{topic}+{partition}+"
         leftovers = [
             path
             for table in (TABLE, CHECKPOINTS)
-            for path in (self.root / table).glob("date=*/hour=*/.*.tmp")
-            if path.name.startswith(prefix)
+            for path in self.storage.list(table)
+            if path.rpartition("/")[2].startswith(prefix) and path.endswith(".tmp")
         ]
         for path in leftovers:
-            path.unlink(missing_ok=True)
+            self.storage.remove(path)
         return leftovers
 
     def remove_covered(self, topic: str, partition: int) -> list[ArchiveFile]:
@@ -202,9 +206,13 @@ class ArchiveStore:
     def checkpoints(self, topic: str, partition: int, incarnation: int) -> list[CheckpointFile]:
         """The checkpoints of one partition's incarnation, by boundary."""
         found = []
-        for path in (self.root / CHECKPOINTS).glob(f"date=*/hour=*/{topic}+{partition}+{incarnation}.parquet"):
-            checkpoint = CheckpointFile.parse(path.relative_to(self.root).as_posix())
-            if checkpoint is not None:
+        for path in self.storage.list(CHECKPOINTS):
+            checkpoint = CheckpointFile.parse(path)
+            if checkpoint is not None and (checkpoint.topic, checkpoint.partition, checkpoint.incarnation) == (
+                topic,
+                partition,
+                incarnation,
+            ):
                 found.append(checkpoint)
         return sorted(found, key=lambda c: c.boundary_us)
 
@@ -213,34 +221,30 @@ class ArchiveStore:
         metadata = {FORMAT_KEY: FORMAT_VERSION, DERIVED_KEY: json.dumps(derived).encode()}
         return self._write_parquet(checkpoint.path, table, metadata)
 
-    def path(self, file: ArchiveFile | CheckpointFile) -> Path:
-        return self.root / file.path
-
     # -- holes --------------------------------------------------------------------------------
 
-    def record_hole(self, topic: str, partition: int, incarnation: int, first: int, last: int, why: str) -> Path:
-        path = self.root / HOLES / f"{topic}+{partition}+{incarnation}+{first}-{last}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def record_hole(self, topic: str, partition: int, incarnation: int, first: int, last: int, why: str) -> str:
+        path = f"{HOLES}/{topic}+{partition}+{incarnation}+{first}-{last}.json"
         document = {"topic": topic, "partition": partition, "incarnation": incarnation, "first_offset": first,
                     "last_offset": last, "why": why}  # fmt: skip
-        _write_atomically(path, json.dumps(document, indent=1).encode())
-        return path
+        self._put(path, json.dumps(document, indent=1).encode())
+        return self.storage.uri(path)
 
     def holes(self) -> list[dict[str, Any]]:
-        return [json.loads(path.read_text()) for path in sorted((self.root / HOLES).glob("*.json"))]
+        return [
+            json.loads(self.storage.read_bytes(path)) for path in self.storage.list(HOLES) if path.endswith(".json")
+        ]
 
     # -- one writer per partition -------------------------------------------------------------
 
     @contextlib.contextmanager
     def partition_lock(self, topic: str, partition: int) -> Iterator[None]:
-        path = self.root / LOCKS / f"{topic}+{partition}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = pidlock.hold(path)
-        except pidlock.LockHeld as held:
-            what = path.name.removesuffix(".lock")
-            raise PartitionBusy(f"{what} is being archived by another run (pid {held.holder})") from None
-        with handle:  # closing it releases the lock
+        name = f"{topic}+{partition}"
+        with contextlib.ExitStack() as held_lock:
+            try:
+                held_lock.enter_context(self.storage.lock(f"{LOCKS}/{name}.lock"))
+            except storage.LockHeld as held:
+                raise PartitionBusy(f"{name} is being archived by another run ({held.holder})") from None
             yield
 
 
@@ -252,19 +256,3 @@ def sorted_rows(table: pa.Table) -> pa.Table:
          for name, _ in SORT_KEYS}
     )  # fmt: skip
     return table.take(pc.sort_indices(keys, sort_keys=SORT_KEYS)).unify_dictionaries().combine_chunks()
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    _fsync(temporary)
-    os.replace(temporary, path)
-    _fsync(path.parent)

@@ -28,7 +28,7 @@ from optionstream_pipeline.capture.frames import BookData, decode_book_notificat
 from optionstream_pipeline.capture.protocol import Backoff, batched, rejected_channels
 from optionstream_pipeline.capture.stats import ConnectionCounters
 from optionstream_pipeline.capture.subscriptions import SubscriptionTable
-from optionstream_pipeline.capture.transport import Transport, TransportError, open_transport
+from optionstream_pipeline.capture.transport import CertificateRefused, Transport, TransportError, open_transport
 from optionstream_pipeline.config import DeribitSettings
 from optionstream_pipeline.deribit.protocol import (
     INSTRUMENT_STATE_CHANNEL,
@@ -153,16 +153,30 @@ class DeribitConnection:
             await transport.close()
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff until :meth:`stop`."""
+        """Connect, serve, and reconnect with backoff until :meth:`stop`.
+
+        A refused TLS certificate is retried with the same backoff, not fatal, and logged as an ERROR
+        on every attempt (a lost connection is a warning). It is never silent and never a fallback to
+        an unverified connection, but it is not necessarily permanent either: Deribit renews and
+        rotates certificates, an intercepting proxy goes away, an operator fixes the CA file (read
+        again at each attempt). The engine stops itself only when it cannot go on by itself (Kafka);
+        every Deribit-side failure costs a session and is retried, so capture resumes the moment the
+        exchange verifies again, and under Dagster a fatal stop would only be relaunched by the
+        supervisor. Meanwhile ``tls_refused`` counts the refusals and the freshness check fails.
+        """
         while not self._stopping.is_set():
             began = time.monotonic()
+            refused_before = self.counters.tls_refused
             reason = await self._run_session()
             if self._stopping.is_set():
                 break
             if time.monotonic() - began >= HEALTHY_SESSION_S:
                 self._backoff.reset()  # a flapping server keeps backing off; a long healthy session starts over
             delay = self._backoff.next_delay_s()
-            log.warning("connection %d lost (%s); reconnecting in %.2f s", self.index, reason, delay)
+            if self.counters.tls_refused > refused_before:
+                log.error("connection %d: %s; retrying in %.2f s", self.index, reason, delay)
+            else:
+                log.warning("connection %d lost (%s); reconnecting in %.2f s", self.index, reason, delay)
             self.counters.last_error = reason
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -178,6 +192,7 @@ class DeribitConnection:
                 self._on_frame,
                 self.sink.wait_for_capacity,
                 self.settings.request_timeout_s,
+                self.settings.tls_ca_file,
             )
         )
         stopping = asyncio.create_task(self._stopping.wait())
@@ -189,6 +204,9 @@ class DeribitConnection:
             return self._end_session("capture stopped")
         try:
             transport = opening.result()
+        except CertificateRefused as exc:
+            self.counters.tls_refused += 1
+            return self._end_session(str(exc))
         except TransportError as exc:
             return self._end_session(str(exc))
         if self._stopping.is_set():

@@ -45,6 +45,7 @@ class ConnectionCounters:
     stale_disconnects: int = 0
     probes_sent: int = 0
     rate_limited: int = 0
+    tls_refused: int = 0
     last_error: str | None = None
     errors_by_code: dict[int, int] = field(default_factory=dict)
 
@@ -98,6 +99,7 @@ class CaptureStats:
     stale_disconnects: int = _counter("Connections dropped by the silence watchdog")
     probes_sent: int = _counter("public/test probes sent to silent connections")
     heartbeats_answered: int = _counter("Deribit test_request heartbeats answered")
+    tls_refused: int = _counter("Connection attempts refused because Deribit's TLS certificate failed verification")
     maintenance: bool = _gauge("1 while Deribit reports the platform locked")
     dropped_awaiting_snapshot: int = _counter("Changes dropped while waiting for a resync snapshot")
     dropped_unfollowed: int = _counter("Frames of books already left, in flight during an unsubscribe")

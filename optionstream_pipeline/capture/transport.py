@@ -11,6 +11,10 @@ Two implementations, chosen by ``deribit.transport``:
 - ``websockets`` (default): the pure-Python reference library.
 - ``picows`` (optional extra ``optionstream[picows]``): a Cython WebSocket client whose per-frame
   cost is a fraction of websockets'; see ``docs/benchmarks.md`` for both measured.
+
+Both connect to ``wss://`` with the context of :func:`~optionstream_pipeline.deribit.tls.client_ssl_context`
+(verified: the system trust store or ``deribit.tls_ca_file``), and a refused certificate is a
+:class:`CertificateRefused` naming the problem, whichever library reported it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from websockets.exceptions import WebSocketException
 
 from optionstream_pipeline import __version__
 from optionstream_pipeline.deribit.rpc import FRAME_LOGGER
+from optionstream_pipeline.deribit.tls import CA_FILE_KEY, client_ssl_context, verification_error
 
 FrameHandler = Callable[[bytes], bool]
 CapacityWaiter = Callable[[], Awaitable[None]]
@@ -35,6 +40,10 @@ TRANSPORTS = ("websockets", "picows")
 
 class TransportError(ConnectionError):
     """The WebSocket could not be opened or broke; the message says how."""
+
+
+class CertificateRefused(TransportError):
+    """Deribit's TLS certificate failed verification: the message names the problem, the URL and the remedy."""
 
 
 class Transport(Protocol):
@@ -51,11 +60,38 @@ class Transport(Protocol):
 
 
 async def open_transport(
-    kind: str, url: str, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter, open_timeout_s: float
+    kind: str,
+    url: str,
+    on_frame: FrameHandler,
+    wait_for_capacity: CapacityWaiter,
+    open_timeout_s: float,
+    tls_ca_file: str | None = None,
 ) -> Transport:
-    if kind == "picows":
-        return await PicowsTransport.open(url, on_frame, wait_for_capacity, open_timeout_s)
-    return await WebsocketsTransport.open(url, on_frame, wait_for_capacity, open_timeout_s)
+    """Open one WebSocket with the ``kind`` library; a ``wss://`` URL is verified (``tls_ca_file``, else
+    the system trust store). Raises :class:`CertificateRefused` for a certificate that does not verify,
+    :class:`TransportError` for anything else."""
+    ssl_context = _ssl_context(url, tls_ca_file)
+    opener = PicowsTransport.open if kind == "picows" else WebsocketsTransport.open
+    try:
+        return await opener(url, ssl_context, on_frame, wait_for_capacity, open_timeout_s)
+    except TransportError as exc:
+        refused = verification_error(exc, url, tls_ca_file)
+        if refused is None:
+            raise
+        raise CertificateRefused(str(refused)) from exc
+
+
+def _ssl_context(url: str, tls_ca_file: str | None) -> ssl.SSLContext | None:
+    """The verifying context, built per attempt; a CA file that cannot be loaded (any more) is a
+    :class:`TransportError` saying so, never a reason to connect unverified."""
+    try:
+        return client_ssl_context(url, tls_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportError(f"cannot load {CA_FILE_KEY} {tls_ca_file!r}: {exc}") from exc
+
+
+def _failure(exc: BaseException) -> TransportError:
+    return TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 class WebsocketsTransport:
@@ -68,11 +104,17 @@ class WebsocketsTransport:
 
     @classmethod
     async def open(
-        cls, url: str, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter, open_timeout_s: float
+        cls,
+        url: str,
+        ssl_context: ssl.SSLContext | None,
+        on_frame: FrameHandler,
+        wait_for_capacity: CapacityWaiter,
+        open_timeout_s: float,
     ) -> WebsocketsTransport:
         try:
             ws = await connect(
                 url,
+                ssl=ssl_context,
                 compression=None,
                 ping_interval=None,
                 max_size=MAX_FRAME_BYTES_RECEIVED,
@@ -83,7 +125,7 @@ class WebsocketsTransport:
                 logger=FRAME_LOGGER,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            raise _failure(exc) from exc
         return cls(ws, on_frame, wait_for_capacity)
 
     async def _read(self) -> None:
@@ -123,7 +165,12 @@ class PicowsTransport:
 
     @classmethod
     async def open(
-        cls, url: str, on_frame: FrameHandler, wait_for_capacity: CapacityWaiter, open_timeout_s: float
+        cls,
+        url: str,
+        ssl_context: ssl.SSLContext | None,
+        on_frame: FrameHandler,
+        wait_for_capacity: CapacityWaiter,
+        open_timeout_s: float,
     ) -> PicowsTransport:
         try:
             from picows import WSError, ws_connect
@@ -132,7 +179,6 @@ class PicowsTransport:
                                  "pip install 'optionstream[picows]'") from None  # fmt: skip
         self = cls()
         listener_class = _picows_listener_class()
-        ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
         try:
             transport, _listener = await asyncio.wait_for(
                 ws_connect(
@@ -146,7 +192,7 @@ class PicowsTransport:
                 open_timeout_s,
             )
         except (OSError, TimeoutError, WSError) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            raise _failure(exc) from exc
         self._transport = transport
         return self
 

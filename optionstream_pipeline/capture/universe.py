@@ -89,7 +89,9 @@ def auto_universe(settings: Settings) -> AutoUniverse:
     deribit = settings.deribit
 
     def live_chain() -> list[str]:
-        return asyncio.run(fetch_option_names(deribit.websocket_url, deribit.currency, deribit.request_timeout_s))
+        return asyncio.run(
+            fetch_option_names(deribit.websocket_url, deribit.currency, deribit.request_timeout_s, deribit.tls_ca_file)
+        )
 
     return AutoUniverse(UniverseFileSource(settings.discovery.universe_path), live_chain)
 

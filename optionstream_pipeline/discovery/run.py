@@ -39,10 +39,12 @@ class DiscoveryReport:
 async def fetch_listings(settings: Settings) -> tuple[list[Listing], int, float | None, str]:
     """(listings, objects that could not be parsed, underlying price, its source)."""
     deribit, timeout = settings.deribit, settings.discovery.fetch_timeout_s
-    objects = await fetch_instruments(deribit.websocket_url, deribit.currency, timeout)
+    objects = await fetch_instruments(deribit.websocket_url, deribit.currency, timeout, deribit.tls_ca_file)
     parsed = [parse_listing(item) for item in objects]
     listings = [listing for listing in parsed if listing is not None]
-    price, source = await underlying_price(deribit.websocket_url, deribit.currency, listings, timeout)
+    price, source = await underlying_price(
+        deribit.websocket_url, deribit.currency, listings, timeout, deribit.tls_ca_file
+    )
     return listings, len(parsed) - len(listings), price, source
 
 

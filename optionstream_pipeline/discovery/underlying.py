@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Sequence
 
 from optionstream_pipeline.deribit.public_api import fetch_index_price
+from optionstream_pipeline.deribit.tls import CertificateVerificationError
 from optionstream_pipeline.discovery.filters import Listing
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,16 @@ def estimate_from_strikes(listings: Sequence[Listing]) -> float | None:
 
 
 async def underlying_price(
-    url: str, currency: str, listings: Sequence[Listing], timeout_s: float
+    url: str, currency: str, listings: Sequence[Listing], timeout_s: float, ca_file: str | None = None
 ) -> tuple[float | None, str]:
-    """(price, source): the index price if Deribit gives it, else the estimate from the strikes."""
+    """(price, source): the index price if Deribit gives it, else the estimate from the strikes.
+
+    ``ca_file`` is ``deribit.tls_ca_file``: the same TLS rules as every other connection to Deribit.
+    """
     try:
-        return await fetch_index_price(url, f"{currency.lower()}_usd", timeout_s), INDEX_SOURCE
+        return await fetch_index_price(url, f"{currency.lower()}_usd", timeout_s, ca_file), INDEX_SOURCE
+    except CertificateVerificationError:
+        raise  # a TLS problem is an error to fix, not a reason to estimate
     except Exception as exc:  # any failure falls back: the band is a convenience, not a requirement
         log.warning("index price unavailable (%s); estimating the underlying from the strikes", exc)
     return estimate_from_strikes(listings), ESTIMATED_SOURCE

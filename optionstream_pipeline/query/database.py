@@ -38,6 +38,7 @@ import duckdb
 
 from optionstream_pipeline.archive.checkpoints import COLUMN_LIST, STREAM_ORDER, state_sql
 from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLE
+from optionstream_pipeline.archive.storage import LocalStorage, storage_for
 from optionstream_pipeline.archive.store import SESSIONS_KEY
 from optionstream_pipeline.query import series
 
@@ -49,22 +50,30 @@ class NoArchive(LookupError):
 
 
 def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection with the archive's views and macros (see the module's docstring), in UTC."""
-    root = Path(root).resolve()
-    if not any((root / TABLE).glob("date=*/hour=*/*.parquet")):
-        raise NoArchive(f"the archive at {root} has no file yet: run `optionstream archive` first")
+    """A connection with the archive's views and macros (see the module's docstring), in UTC.
+
+    ``root`` is a local directory or ``s3://bucket/prefix``. The database file is ``database``, else
+    ``archive.duckdb`` in a local archive's directory; an archive on object storage gets an
+    in-memory database (its files are read through the registered object-store filesystem).
+    """
+    storage = storage_for(root)
+    if not any(_is_parquet(path) for path in storage.list(TABLE)):
+        raise NoArchive(f"the archive at {storage.location} has no file yet: run `optionstream archive` first")
+    if database is None and isinstance(storage, LocalStorage):
+        database = storage.root / DATABASE_FILE
     try:
-        connection = duckdb.connect(str(database or root / DATABASE_FILE))
+        connection = duckdb.connect(str(database or ":memory:"))
     except duckdb.IOException:  # another process holds the file (a DuckDB shell on it): same views, in memory
         connection = duckdb.connect(":memory:")
     connection.execute("SET TimeZone = 'UTC'")
     connection.execute("SET parquet_metadata_cache = true")  # files are written whole and never changed
-    has_checkpoints = any((root / CHECKPOINTS).glob("date=*/hour=*/*.parquet"))
+    storage.register(connection)
+    has_checkpoints = any(_is_parquet(path) for path in storage.list(CHECKPOINTS))
     checkpoints = _CHECKPOINTS if has_checkpoints else _NO_CHECKPOINTS
     definitions = _DEFINITIONS + checkpoints + series.WHY + _MACROS + series.SERIES
     values = {
-        "{files}": _quoted(f"{root}/{TABLE}/*/*/*.parquet"),
-        "{checkpoints}": _quoted(f"{root}/{CHECKPOINTS}/*/*/*.parquet"),
+        "{files}": _quoted(storage.uri(f"{TABLE}/*/*/*.parquet")),
+        "{checkpoints}": _quoted(storage.uri(f"{CHECKPOINTS}/*/*/*.parquet")),
         "{columns}": COLUMN_LIST,
         "{sessions_key}": SESSIONS_KEY.decode(),
         "{state}": state_sql("FROM book_records_at(moment, instrument := instrument)"),
@@ -78,6 +87,16 @@ def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb
         definitions = definitions.replace(placeholder, value)
     connection.execute(definitions)
     return connection
+
+
+def has_archive(root: str | Path) -> bool:
+    """Whether the archive at ``root`` holds any file yet."""
+    return any(_is_parquet(path) for path in storage_for(root).list(TABLE))
+
+
+def _is_parquet(path: str) -> bool:
+    """An archive or checkpoint file in its hour directory (not a temporary one)."""
+    return path.count("/") == 3 and path.endswith(".parquet") and not path.rpartition("/")[2].startswith(".")
 
 
 def _quoted(text: str) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -29,7 +30,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "simulate",
         help="run a Deribit-compatible WebSocket simulator",
-        description="Serve Deribit API v2 over WebSocket at ws://HOST:PORT/ws/api/v2 until SIGINT/SIGTERM.",
+        description="Serve Deribit API v2 over WebSocket at ws://HOST:PORT/ws/api/v2 (wss:// with --tls-cert) "
+        "until SIGINT/SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (default 8765)")
@@ -71,6 +73,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--replay-speed", default="1.0", help="replay speed factor, or 'max'")
     parser.add_argument("--load-instruments", type=int, default=None, metavar="N", help="load mode: N books")
     parser.add_argument("--load-rate", type=float, default=15_000.0, metavar="M", help="load mode: messages/s")
+    parser.add_argument("--tls-cert", default=None, metavar="FILE", help="serve wss:// with this PEM certificate chain")
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="the certificate's PEM private key")
     parser.set_defaults(func=run_simulate)
 
 
@@ -100,12 +104,26 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
     )
 
 
+def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """``--tls-cert`` (and ``--tls-key``, unless the key is in the certificate file) -> a server context."""
+    if args.tls_cert is None:
+        if args.tls_key is not None:
+            raise SystemExit("--tls-key needs --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"cannot load --tls-cert {args.tls_cert} / --tls-key {args.tls_key}: {exc}") from None
+    return context
+
+
 def run_simulate(args: argparse.Namespace) -> int:
-    return asyncio.run(_simulate(settings_from_args(args)))
+    return asyncio.run(_simulate(settings_from_args(args), server_ssl_context(args)))
 
 
-async def _simulate(settings: SimulatorSettings) -> int:
-    simulator = DeribitSimulator(settings)
+async def _simulate(settings: SimulatorSettings, ssl_context: ssl.SSLContext | None = None) -> int:
+    simulator = DeribitSimulator(settings, ssl_context)
     await simulator.start()
     print(simulator.url, flush=True)
     stop = asyncio.Event()

@@ -3,7 +3,8 @@
 One reader loop per connection feeds frames to :meth:`Exchange.handle_frame`; one sender task per
 connection drains the session's outbox (honouring stall and slow faults); one timer task calls
 :meth:`Exchange.advance`.  :class:`DeribitSimulator` is the asyncio API, :class:`SimulatorThread`
-runs it on its own event loop in a background thread for synchronous tests.
+runs it on its own event loop in a background thread for synchronous tests. Given a server
+``ssl.SSLContext`` they serve ``wss://`` instead of ``ws://`` (the tests of capture's TLS verification).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -55,10 +57,14 @@ class _Connection:
 
 
 class DeribitSimulator:
-    """A Deribit-compatible WebSocket server on asyncio: ``await start()`` ... ``await stop()``."""
+    """A Deribit-compatible WebSocket server on asyncio: ``await start()`` ... ``await stop()``.
 
-    def __init__(self, settings: SimulatorSettings | None = None) -> None:
+    ``ssl_context``: a server context with its certificate loaded; the simulator then serves ``wss://``.
+    """
+
+    def __init__(self, settings: SimulatorSettings | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings or SimulatorSettings()
+        self.ssl_context = ssl_context
         self._clock = self.settings.clock
         self._loop: asyncio.AbstractEventLoop | None = None
         now = self._clock()
@@ -87,7 +93,8 @@ class DeribitSimulator:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.settings.host}:{self.port}{WS_PATH}"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.settings.host}:{self.port}{WS_PATH}"
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -95,6 +102,7 @@ class DeribitSimulator:
             self._handle,
             self.settings.host,
             self.settings.port,
+            ssl=self.ssl_context,
             compression=None,
             max_size=MAX_INCOMING_BYTES,
             ping_interval=None,
@@ -204,8 +212,8 @@ class SimulatorThread:
     ``sim.market``, ``sim.faults``, ``sim.lifecycle``, ``sim.sessions()``.
     """
 
-    def __init__(self, settings: SimulatorSettings | None = None) -> None:
-        self.simulator = DeribitSimulator(settings)
+    def __init__(self, settings: SimulatorSettings | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.simulator = DeribitSimulator(settings, ssl_context)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None

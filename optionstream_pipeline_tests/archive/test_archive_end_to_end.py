@@ -38,7 +38,7 @@ def test_the_archive_holds_exactly_the_topic_exploded(archived_run: ArchivedRun)
 
 def test_every_column_is_declared_once_with_its_meaning(archived_run: ArchivedRun) -> None:
     file = archived_run.store.live_files()[0]
-    schema = pq.read_schema(archived_run.store.root / file.path)
+    schema = pq.read_schema(archived_run.store.path(file))
     assert [field.name for field in schema] == [name for name, _, _ in COLUMNS]
     for field in schema:
         assert field.type == ARCHIVE_SCHEMA.field(field.name).type, field.name
@@ -49,7 +49,7 @@ def test_every_column_is_declared_once_with_its_meaning(archived_run: ArchivedRu
 
 def test_files_are_zstd_with_dictionary_strings_and_delta_encoded_numbers(archived_run: ArchivedRun) -> None:
     for file in archived_run.store.live_files():
-        metadata = pq.read_metadata(archived_run.store.root / file.path)
+        metadata = pq.read_metadata(archived_run.store.path(file))
         for index, field in enumerate(ARCHIVE_SCHEMA):
             chunk = metadata.row_group(0).column(index)
             assert chunk.compression == "ZSTD", field.name
@@ -89,7 +89,7 @@ def test_files_cover_each_partition_from_offset_zero_without_hole_or_overlap(arc
             assert file.records <= 400  # archive.max_records_per_file
         topic_last = max(r.offset for r in archived_run.records if r.partition == partition)
         assert files[-1].last_offset == topic_last
-    assert all(not path.name.endswith(".tmp") for path in Path(store.root).rglob("*"))
+    assert all(not path.name.endswith(".tmp") for path in Path(store.location).rglob("*"))
 
 
 def test_rows_are_sorted_by_instrument_then_offset_within_each_file(archived_run: ArchivedRun) -> None:

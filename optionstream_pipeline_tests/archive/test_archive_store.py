@@ -51,7 +51,7 @@ def test_writes_are_whole_and_a_dead_runs_leftovers_go(tmp_path: Path) -> None:
     leftover.write_bytes(b"half a file")
     other_partition = tmp_path / "book/date=2025-12-01/hour=08/.orderbook.deribit.options+4+0+x.parquet.tmp"
     other_partition.write_bytes(b"another run's, still writing")
-    assert store.remove_temporaries("orderbook.deribit.options", 3) == [leftover]
+    assert store.remove_temporaries("orderbook.deribit.options", 3) == [leftover.relative_to(tmp_path).as_posix()]
     assert not leftover.exists() and other_partition.exists()
     assert store.files() == [file(0, 0)]
 

@@ -50,3 +50,33 @@ def test_secrets_come_only_from_the_environment_and_are_redacted_for_logs(monkey
     assert "p4ss-word" not in shown and "k3y-pass" not in shown
     monkeypatch.delenv("MY_SASL")
     assert "sasl.password" not in producer_config(settings.kafka, settings.kafka_secrets())
+
+
+def test_the_documented_sasl_ssl_example_is_accepted_by_librdkafka(monkeypatch, tmp_path) -> None:
+    """The SASL_SSL example of docs/deploy.md, as written there: every client gets the connection's
+    security properties, the password only from the environment, and librdkafka accepts them."""
+    import re
+    from pathlib import Path
+
+    import trustme
+    import yaml
+    from confluent_kafka import Consumer, Producer
+
+    from optionstream_pipeline.kafka.admin import connection_properties
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    security = doc.split("## Security", 1)[1]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", security, re.DOTALL)[1])
+    ca = tmp_path / "kafka-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    example["kafka"]["librdkafka"]["ssl.ca.location"] = str(ca)  # the example's path, made real here
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "sasl-canary-31c8")
+    settings = settings_from_mapping(example)
+    config = producer_config(settings.kafka, settings.kafka_secrets())
+    connection = connection_properties(config)
+    assert connection["security.protocol"] == "SASL_SSL" and connection["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert connection["sasl.username"] == "optionstream" and connection["sasl.password"] == "sasl-canary-31c8"
+    assert connection["ssl.ca.location"] == str(ca)
+    assert "sasl-canary-31c8" not in repr(redacted(config))
+    Producer(config).flush(0)  # librdkafka refuses an unknown property or a bad value at construction
+    Consumer({**connection, "group.id": "optionstream-doc-example"}).close()

@@ -9,7 +9,10 @@ One scenario, in order (each step waits on a condition with a deadline):
 3. the run is terminated from the API: it ends CANCELED and the sensor starts a new one;
 4. the whole ``dagster dev`` process tree is SIGKILLed and restarted: the orphaned STARTED run is
    marked failed (stale heartbeat) and a new one is STARTED;
-5. the archive schedule (every minute here) has archived every partition of the topic, rows included.
+5. the archive schedule (every minute here) has archived every partition of the topic, rows included;
+6. the Deribit API secret (a canary, which capture authenticated with) is nowhere the stack wrote:
+   ``dagster dev``'s log, Dagster's storage (event log, run and compute logs), the archive's Parquet,
+   the universe files, the Kafka records.
 
 Measured durations are printed (run with ``-s`` to see them).
 """
@@ -34,9 +37,11 @@ import pytest
 
 from optionstream_pipeline.demo import cancel_capture_runs, stop_process_group
 from optionstream_pipeline.kafka.broker import free_port
+from optionstream_pipeline.kafka.reader import TopicReader
 from optionstream_pipeline.lifeline import alive
 from optionstream_pipeline.simulator.server import SimulatorThread
 from optionstream_pipeline.simulator.settings import SimulatorSettings
+from optionstream_pipeline_tests.support.canary import places_holding
 from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.waiting import wait_until
 
@@ -59,6 +64,7 @@ MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $
   assetMaterializations(limit: 200) { partition
     metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 ARCHIVE_PATH = ["archive", "deribit_option_books"]
+CLIENT_ID, CANARY_SECRET = "optionstream-test-client", "canary-7f3a9c1e-do-not-log"
 
 
 class DagsterDev:
@@ -130,7 +136,10 @@ class DagsterDev:
 
 @pytest.fixture
 def simulator() -> Iterator[SimulatorThread]:
-    with SimulatorThread(SimulatorSettings(max_instruments=20, events_per_second=200)) as sim:
+    settings = SimulatorSettings(
+        max_instruments=20, events_per_second=200, client_id=CLIENT_ID, client_secret=CANARY_SECRET
+    )
+    with SimulatorThread(settings) as sim:
         yield sim
 
 
@@ -143,6 +152,8 @@ def dagster_env(tmp_path: Path, simulator: SimulatorThread, kafka_bootstrap: str
     env.update(
         {
             "DAGSTER_HOME": str(home),
+            "DERIBIT_CLIENT_ID": CLIENT_ID,
+            "DERIBIT_CLIENT_SECRET": CANARY_SECRET,
             "OPTIONSTREAM_CONFIG": str(REPO_ROOT / "config" / "config.yaml"),
             "OPTIONSTREAM_DEPLOYMENT": "production",
             "OPTIONSTREAM_DERIBIT__WEBSOCKET_URL": simulator.url,
@@ -210,7 +221,9 @@ def archived_partitions(dev: DagsterDev) -> set[str]:
     }
 
 
-def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_bootstrap: str) -> None:
+def test_dagster_dev_keeps_one_capture_run_alive(
+    dagster_dev: DagsterDev, kafka_bootstrap: str, simulator: SimulatorThread, tmp_path: Path
+) -> None:
     timings: dict[str, float] = {}
     began = time.monotonic()
     timings["startup_s"] = dagster_dev.start()
@@ -235,6 +248,7 @@ def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_
     )
     with TopicLog(kafka_bootstrap, dagster_dev.env["OPTIONSTREAM_KAFKA__TOPIC"]) as reader:
         reader.read_until(lambda records: len(records) >= 20, 30, "captured books in Kafka")
+    assert any(session.authed for session in simulator.sessions())  # capture used the secret
 
     # Terminate from the API: CANCELED, and the sensor starts a replacement.
     terminated_at = time.monotonic()
@@ -269,4 +283,11 @@ def test_dagster_dev_keeps_one_capture_run_alive(dagster_dev: DagsterDev, kafka_
         f"archive materializations with rows for every partition\n{dagster_dev.log_tail()}",
     )
     timings["archive_all_partitions_s"] = time.monotonic() - began
+
+    # The secret capture authenticated with is nowhere the stack wrote.
+    with TopicReader(kafka_bootstrap, dagster_dev.env["OPTIONSTREAM_KAFKA__TOPIC"]) as reader:
+        records = list(reader.read_to_end(60))
+    written = [tmp_path / name for name in ("dagster-dev.log", "dagster_home", "archive", "universe")]
+    assert all(path.exists() for path in written)
+    assert places_holding(CANARY_SECRET, written, records) == []
     print("\ndagster dev timings: " + ", ".join(f"{key} {value:.1f}" for key, value in timings.items()))

@@ -16,12 +16,10 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import uvicorn
 from confluent_kafka import KafkaException
 
-from optionstream_pipeline.archive.layout import TABLE
 from optionstream_pipeline.config import ConfigError, Settings, add_config_argument, load_settings
 from optionstream_pipeline.consume.cli import add_selection_arguments, add_start_arguments, selection_of
 from optionstream_pipeline.consume.consumer import BookConsumer, Start
@@ -29,7 +27,7 @@ from optionstream_pipeline.consume.history import ArchiveMismatch
 from optionstream_pipeline.consume.selection import Selection
 from optionstream_pipeline.consume.web.server import LiveBooks, create_app
 from optionstream_pipeline.deribit.instruments import InstrumentNameError
-from optionstream_pipeline.query.database import NoArchive
+from optionstream_pipeline.query.database import NoArchive, has_archive
 
 DEFAULT_PORT = 8050
 START_TIMEOUT_S = 15.0
@@ -82,8 +80,7 @@ def start_of(args: argparse.Namespace, settings: Settings) -> Start:
 
 def now_or_earliest(settings: Settings) -> Start:
     """Now, from the archive's books, when there is an archive; else the topic's earliest record."""
-    has_archive = any((Path(settings.archive.path) / TABLE).glob("date=*/hour=*/*.parquet"))
-    return datetime.now(UTC) if has_archive else "earliest"
+    return datetime.now(UTC) if has_archive(settings.archive.path) else "earliest"
 
 
 def live_books(settings: Settings, start: Start, selection: Selection | None = None) -> LiveBooks:

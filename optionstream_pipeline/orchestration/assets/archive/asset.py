@@ -9,7 +9,6 @@ failing one holds back no other. The metadata says what the run wrote and what t
 import time
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -87,7 +86,7 @@ class ProgressLog:
 def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, MetadataValue]:
     store = archive_store(settings)
     held = store.live_files(settings.kafka.topic, report.partition)
-    total_rows = sum(pq.read_metadata(store.path(file)).num_rows for file in held)
+    total_rows = sum(store.footer(file).num_rows for file in held)
     metadata: dict[str, MetadataValue] = {
         "dagster/row_count": MetadataValue.int(total_rows),
         "dagster/column_schema": MetadataValue.table_schema(COLUMN_SCHEMA),
@@ -101,7 +100,7 @@ def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, M
         "incarnation": MetadataValue.int(report.incarnation),
         "plan": MetadataValue.text(report.plan),
         "duration_s": MetadataValue.float(round(report.duration_s, 3)),
-        "path": MetadataValue.path(str((store.root / "book").resolve())),
+        "path": MetadataValue.path(f"{store.location}/book"),
     }
     if report.first_offset is not None:
         metadata["first_offset"] = MetadataValue.int(report.first_offset)
