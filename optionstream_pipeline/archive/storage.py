@@ -309,7 +309,7 @@ class _Lease:
                 if "pre-condition" in str(exc) or "Precondition" in str(exc):
                     self._lost = "taken over by another run"
                     return
-                continue  # unreachable for now: the lease's deadline decides
+                continue  # the store is unreachable for now: if it stays so, the lease's deadline stops the writes
             self._valid_until = began + self.term_s * 2 / 3
 
     def _put(self, **condition: str) -> str:

@@ -183,7 +183,12 @@ def test_a_partition_has_one_writer_on_object_storage(s3: ObjectStore) -> None:
             pass
         with second.partition_lock("t", 1):  # another partition: free
             pass
-        time.sleep(2.0)  # longer than a term: the first run renews its lease meanwhile
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        lease = f"{location.removeprefix('s3://')}/_locks/t+0.lock"
+        first_term_ends = json.loads(fs.cat_file(lease))["expires"]
+        # Past the first term, the first run still holds the partition: it renewed its lease.
+        wait_until(lambda: json.loads(fs.cat_file(lease))["expires"] > first_term_ends + 1.5, 10, 0.1, "renewals")
+        assert time.time() > first_term_ends
         with pytest.raises(PartitionBusy), second.partition_lock("t", 0):
             pass
     with second.partition_lock("t", 0):  # released
