@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from optionstream_pipeline.consume.web import cli as ui_cli
     from optionstream_pipeline.kafka import broker
     from optionstream_pipeline.query import cli as query_cli
+    from optionstream_pipeline.replay import cli as replay_cli
     from optionstream_pipeline.simulator import cli as simulator_cli
 
     parser = argparse.ArgumentParser(
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optionstream {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, capture_cli, consume_cli, ui_cli, archive_cli, query_cli, simulator_cli, broker, config):
+    modules = [demo, capture_cli, consume_cli, ui_cli, archive_cli, query_cli, replay_cli, simulator_cli]
+    modules += [broker, config]
+    for module in modules:
         module.add_parser(subparsers)
     return parser
 

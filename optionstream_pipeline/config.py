@@ -230,9 +230,13 @@ class DeribitSettings(Section):
     instruments: Instruments = Field("auto", description="an explicit list of option names, or auto")
     # "auto": raw books when API credentials are in the environment, else the public 100ms books.
     book_interval: Literal["auto", "100ms", "agg2", "raw"] = "auto"
+    # Option tickers (IVs, mark, greeks, underlying) beside the books, on the same connections, into
+    # kafka.ticker_topic. "raw" tickers need API credentials, as raw books do.
+    tickers: bool = True
+    ticker_interval: Literal["100ms", "agg2", "raw"] = "100ms"
     # The WebSocket library: "websockets" (pure Python) or "picows" (optional extra, far cheaper per frame).
     transport: Literal["websockets", "picows"] = "websockets"
-    channels_per_connection: int = Field(250, ge=1, le=5_000, description="book channels per WebSocket connection")
+    channels_per_connection: int = Field(250, ge=1, le=5_000, description="instruments per WebSocket connection")
     max_connections: int = Field(16, ge=1, le=30, description="Deribit allows 32 per IP")
     subscribe_batch_size: int = Field(MAX_CHANNELS_PER_SUBSCRIBE, ge=1, le=250)
     heartbeat_interval_s: int = Field(30, ge=MIN_HEARTBEAT_INTERVAL_S, le=3600)
@@ -270,6 +274,7 @@ class DeribitSettings(Section):
 class KafkaSettings(Section):
     brokers: list[Broker] = Field(["127.0.0.1:9092"], min_length=1)
     topic: str = "orderbook.deribit.options"
+    ticker_topic: str = "ticker.deribit.options"  # same partitions and keys as the book topic
     partitions: int = Field(12, ge=1, le=10_000)
     replication_factor: int = Field(1, ge=1, le=16)
     batch_size: int = Field(100, ge=1, le=1_000_000)

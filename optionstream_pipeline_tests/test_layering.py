@@ -56,6 +56,7 @@ def test_the_package_root_shows_the_data_path() -> None:
         "orchestration",
         "query",
         "records",
+        "replay",
         "schemas",
         "simulator",
     ]

@@ -62,17 +62,17 @@ class ProgressLine:
 
     def __init__(self, live: bool) -> None:
         self.live = live
-        self._began: dict[int, tuple[float, int]] = {}
+        self._began: dict[tuple[str, int], tuple[float, int]] = {}
 
     def __call__(self, report: PartitionReport) -> None:
-        began, _ = self._began.setdefault(report.partition, (time.monotonic(), 0))
+        began, _ = self._began.setdefault((report.topic, report.partition), (time.monotonic(), 0))
         if self.live:
             elapsed = max(1e-6, time.monotonic() - began)
             print(f"\r\x1b[2K{describe(report, elapsed)}", end="", file=sys.stderr, flush=True)
 
     def done(self, report: PartitionReport) -> None:
         self.clear()
-        self._began.pop(report.partition, None)
+        self._began.pop((report.topic, report.partition), None)
         log.info("%s", describe(report, report.duration_s))
 
     def clear(self) -> None:
@@ -86,6 +86,6 @@ def describe(report: PartitionReport, elapsed_s: float) -> str:
     left = f"{lag:,} records to go" if lag is not None else "end not known yet"
     extra = f"; {report.plan}" if report.new_incarnation or report.hole else ""
     return (
-        f"partition {report.partition} (incarnation {report.incarnation}): {report.records:,} records, "
+        f"{report.topic} partition {report.partition} (incarnation {report.incarnation}): {report.records:,} records, "
         f"{report.rows:,} rows in {len(report.files)} files ({rate:,.0f} rows/s), {left}{extra}"
     )

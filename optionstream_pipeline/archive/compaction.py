@@ -55,7 +55,7 @@ def plan_compaction(files: list[ArchiveFile], open_hour_us: int | None, limit: i
             if len(batch) > 1:
                 first, last = batch[0], batch[-1]
                 output = ArchiveFile(
-                    first.topic, first.partition, incarnation, first.first_offset, last.last_offset, hour
+                    first.topic, first.partition, incarnation, first.first_offset, last.last_offset, hour, first.table
                 )
                 merges.append(Compaction(batch, output))
             batch = [file] if file is not None else []

@@ -1,6 +1,8 @@
 """Where each archive file lives and what its name says: the archive's only bookkeeping.
 
-``book/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<incarnation>+<first offset>-<last offset>.parquet``
+``<table>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<incarnation>+<first offset>-<last offset>.parquet``
+
+``<table>`` is ``book`` for the book topic, ``ticker`` for the ticker topic: one schema per directory.
 
 The directory is the UTC date and hour of the file's rows' ``book_time`` (Hive partitioning, which
 DuckDB turns into ``date`` and ``hour`` columns that prune). The name says which Kafka records the
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 TABLE = "book"
+TICKER_TABLE = "ticker"
+TABLES = (TABLE, TICKER_TABLE)
 CHECKPOINTS = "checkpoints"  # derived from TABLE: the state of every book at each hour's start
 SUFFIX = ".parquet"
 TEMPORARY_PREFIX = "."  # a file being written: ".<name>.tmp", never read, removed by the next run
@@ -37,7 +41,8 @@ class ArchiveFile:
     incarnation: int
     first_offset: int
     last_offset: int
-    hour_start_us: int  # the UTC hour of its rows' book_time, µs since the epoch
+    hour_start_us: int  # the UTC hour of its rows' book_time (ticker_time), µs since the epoch
+    table: str = TABLE  # the directory, and with it the schema: book or ticker
 
     @property
     def name(self) -> str:
@@ -48,7 +53,7 @@ class ArchiveFile:
 
     @property
     def directory(self) -> str:
-        return hour_directory(self.hour_start_us)
+        return hour_directory(self.hour_start_us, self.table)
 
     @property
     def path(self) -> str:
@@ -75,8 +80,17 @@ class ArchiveFile:
         if parsed is None:
             return None
         n, hour_start_us = parsed
+        table = path.partition("/")[0]
+        if table not in TABLES:
+            return None
         return cls(
-            n["topic"], int(n["partition"]), int(n["incarnation"]), int(n["first"]), int(n["last"]), hour_start_us
+            n["topic"],
+            int(n["partition"]),
+            int(n["incarnation"]),
+            int(n["first"]),
+            int(n["last"]),
+            hour_start_us,
+            table,
         )
 
 

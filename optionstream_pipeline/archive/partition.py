@@ -28,8 +28,9 @@ from optionstream_pipeline.archive.compaction import compact_partition
 from optionstream_pipeline.archive.faults import BEFORE_COMMIT, crash_point
 from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
 from optionstream_pipeline.archive.progress import Fingerprint, Plan, Probe, plan
-from optionstream_pipeline.archive.schema import book_times, explode
+from optionstream_pipeline.archive.schema import book_times
 from optionstream_pipeline.archive.store import ArchiveStore, FileState
+from optionstream_pipeline.archive.tables import BOOK, Explode, Table
 from optionstream_pipeline.config import ArchiveSettings
 from optionstream_pipeline.kafka.reader import BEGINNING, TopicReader, TopicRecord
 
@@ -73,7 +74,8 @@ Progress = Callable[[PartitionReport], None]
 
 
 class PartitionArchiver:
-    """Archives one partition of ``topic`` into ``store``."""
+    """Archives one partition of ``topic`` into ``store``, into ``table`` (the book topic into ``book``,
+    the ticker topic into ``ticker``)."""
 
     def __init__(
         self,
@@ -83,7 +85,9 @@ class PartitionArchiver:
         partition: int,
         settings: ArchiveSettings,
         progress: Progress | None = None,
+        table: Table = BOOK,
     ) -> None:
+        self.table = table
         self.store = store
         self.connection = connection
         self.topic = topic
@@ -99,7 +103,11 @@ class PartitionArchiver:
                 log.warning("removed %s, left by a run that died while writing it", leftover)
             self.store.remove_covered(self.topic, self.partition)
             with TopicReader(
-                self.connection, self.topic, {self.partition: BEGINNING}, group_id=self.settings.group_id
+                self.connection,
+                self.topic,
+                {self.partition: BEGINNING},
+                group_id=self.settings.group_id,
+                records=self.table.name,
             ) as reader:
                 decided = self._plan(reader)
                 report.incarnation, report.plan, report.hole = decided.incarnation, decided.why, decided.hole
@@ -116,7 +124,8 @@ class PartitionArchiver:
                     reader.commit({self.partition: report.last_offset + 1})
             merges = compact_partition(self.store, self.topic, self.partition, self.settings.compacted_records_per_file)
             report.compacted = sum(len(merge.inputs) for merge in merges)
-            report.checkpoints = len(build_checkpoints(self.store, self.topic, self.partition))
+            if self.table.checkpoints:
+                report.checkpoints = len(build_checkpoints(self.store, self.topic, self.partition))
         report.duration_s = time.monotonic() - began
         return report
 
@@ -151,7 +160,7 @@ class PartitionArchiver:
     # -- reading and writing --------------------------------------------------------------------
 
     def _archive(self, reader: TopicReader, decided: Plan, report: PartitionReport) -> None:
-        chunk = _Chunk(decided.incarnation, decided.book_time_us)
+        chunk = _Chunk(decided.incarnation, decided.book_time_us, self.table.explode)
         for batch in reader.batches_to_end(self.settings.read_timeout_s):
             position = 0
             while position < len(batch):
@@ -170,7 +179,9 @@ class PartitionArchiver:
         if chunk.first is None or chunk.last is None:
             return
         first, last = chunk.first, chunk.last
-        file = ArchiveFile(self.topic, self.partition, chunk.incarnation, first.offset, last.offset, chunk.hour_us)
+        file = ArchiveFile(
+            self.topic, self.partition, chunk.incarnation, first.offset, last.offset, chunk.hour_us, self.table.name
+        )
         table = pa.concat_tables(chunk.tables)
         size = self.store.write(file, table, FileState(chunk.book_time_us, Fingerprint.of(last)))
         report.files.append(file)
@@ -193,7 +204,8 @@ class _Chunk:
     """
 
     incarnation: int
-    book_time_us: int  # the partition's latest book_time, after the chunk's records
+    book_time_us: int  # the partition's latest book_time (ticker_time), after the chunk's records
+    explode: Explode
     hour_us: int | None = None
     records: int = 0
     first: TopicRecord | None = None
@@ -218,7 +230,7 @@ class _Chunk:
                 self.first = taken[0]
             self.last = taken[-1]
             self.records += count
-            self.tables.append(explode(taken, times[:count], self.incarnation))
+            self.tables.append(self.explode(taken, times[:count], self.incarnation))
             self.book_time_us = times[count - 1]
         return count
 
@@ -226,4 +238,4 @@ class _Chunk:
         return self.records >= limit
 
     def next(self) -> _Chunk:
-        return _Chunk(self.incarnation, self.book_time_us)
+        return _Chunk(self.incarnation, self.book_time_us, self.explode)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from optionstream_pipeline.archive.partition import PartitionArchiver, PartitionReport, Progress
 from optionstream_pipeline.archive.store import ArchiveStore
+from optionstream_pipeline.archive.tables import BOOK, TICKER, Table
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.kafka.admin import topic_partitions
 from optionstream_pipeline.kafka.producer import producer_config
@@ -19,22 +20,39 @@ def archive_store(settings: Settings) -> ArchiveStore:
     return ArchiveStore(settings.archive.path, settings.archive.row_group_rows, settings.archive.lease_s)
 
 
-def archiver(settings: Settings, partition: int, progress: Progress | None = None) -> PartitionArchiver:
-    """The archiver of one partition of the configured topic, with the configured connection."""
+def archiver(
+    settings: Settings, partition: int, progress: Progress | None = None, table: Table = BOOK
+) -> PartitionArchiver:
+    """The archiver of one partition of the configured book (or ticker) topic, with the configured connection."""
     connection = producer_config(settings.kafka, settings.kafka_secrets())
-    return PartitionArchiver(
-        archive_store(settings), connection, settings.kafka.topic, partition, settings.archive, progress
-    )
+    topic = settings.kafka.topic if table is BOOK else settings.kafka.ticker_topic
+    return PartitionArchiver(archive_store(settings), connection, topic, partition, settings.archive, progress, table)
 
 
 def archive_topic(
     settings: Settings, partitions: Iterable[int] | None = None, progress: Progress | None = None
 ) -> list[PartitionReport]:
-    """One pass: each partition from where the archive ended to its end, one after the other."""
+    """One pass: each partition from where the archive ended to its end, one after the other; the
+    ticker topic's partition of the same number after the book topic's, when tickers are captured."""
     if partitions is None:
         connection = producer_config(settings.kafka, settings.kafka_secrets())
         partitions = topic_partitions(connection, settings.kafka.topic, settings.kafka.admin_timeout_s)
-    return [archiver(settings, partition, progress).run() for partition in partitions]
+    tables = archived_tables(settings)
+    return [archiver(settings, partition, progress, table).run() for partition in partitions for table in tables]
+
+
+def archived_tables(settings: Settings) -> list[Table]:
+    """The book table, and the ticker table once its topic exists (capture creates it when
+    ``deribit.tickers`` is on): an archive of books captured without tickers is not held up."""
+    if not settings.deribit.tickers:
+        return [BOOK]
+    connection = producer_config(settings.kafka, settings.kafka_secrets())
+    try:
+        topic_partitions(connection, settings.kafka.ticker_topic, settings.kafka.admin_timeout_s)
+    except LookupError:
+        log.info("ticker topic %s does not exist (yet): archiving books only", settings.kafka.ticker_topic)
+        return [BOOK]
+    return [BOOK, TICKER]
 
 
 def follow(

@@ -77,7 +77,8 @@ class _Instrument:
 
 
 @lru_cache(maxsize=65_536)
-def _instrument(name: str) -> _Instrument:
+def instrument_info(name: str) -> _Instrument:
+    """Expiry, strike and type from an option's name (nulls for a name that is not one), cached."""
     try:
         parsed = parse_option_name(name)
     except InstrumentNameError:
@@ -140,7 +141,7 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
         "level": levels,
     }
     symbols = pa.array([record.instrument for record in records], pa.string()).dictionary_encode()
-    infos = [_instrument(name) for name in symbols.dictionary.to_pylist()]  # once per instrument, not record
+    infos = [instrument_info(name) for name in symbols.dictionary.to_pylist()]  # once per instrument, not record
     types = [record.type for record in records]
     per_record = {
         "exchange": [record.exchange for record in records],
@@ -185,12 +186,12 @@ def explode(messages: Sequence[TopicRecord], book_time_us: Sequence[int], incarn
     return pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
 
 
-def session_ends(table: pa.Table) -> dict[str, int]:
+def session_ends(table: pa.Table, time_column: str = "book_time") -> dict[str, int]:
     """The latest ``book_time`` (µs) of each capture session in ``table``: what a file's footer keeps so
     that the book at T can tell a session that ended from one still writing without reading rows."""
-    ends = pa.table({"capture_id": table["capture_id"].cast(pa.string()), "book_time": table["book_time"]})
-    grouped = ends.group_by("capture_id").aggregate([("book_time", "max")])
-    times = grouped["book_time_max"].cast(pa.int64()).to_pylist()
+    ends = pa.table({"capture_id": table["capture_id"].cast(pa.string()), "time": table[time_column]})
+    grouped = ends.group_by("capture_id").aggregate([("time", "max")])
+    times = grouped["time_max"].cast(pa.int64()).to_pylist()
     return dict(zip(grouped["capture_id"].to_pylist(), times, strict=True))
 
 

@@ -27,9 +27,10 @@ import pyarrow.parquet as pq
 
 from optionstream_pipeline.archive import storage
 from optionstream_pipeline.archive.faults import crash_point
-from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLE, TEMPORARY_PREFIX, ArchiveFile, CheckpointFile
+from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLES, TEMPORARY_PREFIX, ArchiveFile, CheckpointFile
 from optionstream_pipeline.archive.progress import Archived, Fingerprint
-from optionstream_pipeline.archive.schema import ARCHIVE_SCHEMA, SORT_KEYS, session_ends
+from optionstream_pipeline.archive.schema import session_ends
+from optionstream_pipeline.archive.tables import BOOK, BY_NAME, Table
 
 FORMAT_KEY = b"optionstream.archive"
 FORMAT_VERSION = b"1"
@@ -38,16 +39,6 @@ SESSIONS_KEY = b"optionstream.sessions"  # JSON: {capture id: its latest book_ti
 DERIVED_KEY = b"optionstream.derived"  # JSON, on a checkpoint: what it was derived from
 LOCKS = "_locks"
 HOLES = "holes"
-
-
-# Strings are dictionaries; integers and timestamps rise within an instrument's rows (the sort order),
-# so their deltas are small: delta encoding halves the file against dictionaries that overflow.
-DICTIONARY_COLUMNS = [field.name for field in ARCHIVE_SCHEMA if pa.types.is_dictionary(field.type)]
-DELTA_ENCODED = {
-    field.name: "DELTA_BINARY_PACKED"
-    for field in ARCHIVE_SCHEMA
-    if pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)
-}
 
 
 class ArchiveError(RuntimeError):
@@ -87,9 +78,9 @@ class ArchiveStore:
     # -- reading ------------------------------------------------------------------------------
 
     def files(self, topic: str | None = None, partition: int | None = None) -> list[ArchiveFile]:
-        """Every archive file (of one topic and partition), by offset; temporary files left out."""
+        """Every archive file of every table (of one topic and partition), by offset; temporary files left out."""
         found = []
-        for path in self.storage.list(TABLE):
+        for path in (path for table in TABLES for path in self.storage.list(table)):
             file = ArchiveFile.parse(path)
             if file is None:
                 continue
@@ -120,7 +111,7 @@ class ArchiveStore:
     def read(self, file: ArchiveFile | CheckpointFile) -> pa.Table:
         try:
             return pq.read_table(
-                self.storage.arrow_path(file.path), schema=ARCHIVE_SCHEMA, filesystem=self.storage.arrow
+                self.storage.arrow_path(file.path), schema=_table_of(file).schema, filesystem=self.storage.arrow
             )
         except (OSError, pa.ArrowException) as exc:
             raise ArchiveError(f"{self.path(file)}: cannot be read as an archive file: {exc}") from None
@@ -146,25 +137,26 @@ class ArchiveStore:
 
     def write(self, file: ArchiveFile, table: pa.Table, state: FileState) -> int:
         """Write ``file`` atomically, rows sorted for per-instrument scans; returns its size in bytes."""
+        spec = _table_of(file)
         metadata = {
             FORMAT_KEY: FORMAT_VERSION,
             STATE_KEY: state.to_json(),
-            SESSIONS_KEY: json.dumps(session_ends(table)).encode(),
+            SESSIONS_KEY: json.dumps(session_ends(table, spec.time_column)).encode(),
         }
-        return self._write_parquet(file.path, sorted_rows(table), metadata, crash_points=True)
+        return self._write_parquet(file.path, sorted_rows(table, spec), metadata, spec, crash_points=True)
 
     def _write_parquet(
-        self, path: str, table: pa.Table, metadata: dict[bytes, bytes], crash_points: bool = False
+        self, path: str, table: pa.Table, metadata: dict[bytes, bytes], spec: Table, crash_points: bool = False
     ) -> int:
-        table = table.replace_schema_metadata({**(ARCHIVE_SCHEMA.metadata or {}), **metadata})
+        table = table.replace_schema_metadata({**(spec.schema.metadata or {}), **metadata})
         sink = pa.BufferOutputStream()
         pq.write_table(
             table,
             sink,
             compression="zstd",
             row_group_size=self.row_group_rows,
-            use_dictionary=DICTIONARY_COLUMNS,
-            column_encoding=DELTA_ENCODED,
+            use_dictionary=spec.dictionary_columns,
+            column_encoding=spec.delta_encoded,
             write_statistics=True,
         )
         data = sink.getvalue().to_pybytes()
@@ -185,7 +177,7 @@ class ArchiveStore:
         prefix = f"{TEMPORARY_PREFIX}{topic}+{partition}+"
         leftovers = [
             path
-            for table in (TABLE, CHECKPOINTS)
+            for table in (*TABLES, CHECKPOINTS)
             for path in self.storage.list(table)
             if path.rpartition("/")[2].startswith(prefix) and path.endswith(".tmp")
         ]
@@ -219,7 +211,7 @@ class ArchiveStore:
     def write_checkpoint(self, checkpoint: CheckpointFile, table: pa.Table, derived: dict[str, Any]) -> int:
         """Write a checkpoint atomically; ``derived`` (kept in its footer) says what it came from."""
         metadata = {FORMAT_KEY: FORMAT_VERSION, DERIVED_KEY: json.dumps(derived).encode()}
-        return self._write_parquet(checkpoint.path, table, metadata)
+        return self._write_parquet(checkpoint.path, table, metadata, BOOK)
 
     # -- holes --------------------------------------------------------------------------------
 
@@ -248,11 +240,16 @@ class ArchiveStore:
             yield
 
 
-def sorted_rows(table: pa.Table) -> pa.Table:
-    """The rows by instrument, then Kafka offset, then side and level (Arrow sorts no dictionary
-    column, so the keys are sorted as plain values), with one dictionary per column."""
+def sorted_rows(table: pa.Table, spec: Table = BOOK) -> pa.Table:
+    """The rows by instrument, then Kafka offset (then, in the book table, side and level: Arrow sorts
+    no dictionary column, so the keys are sorted as plain values), with one dictionary per column."""
     keys = pa.table(
         {name: table[name].cast(pa.string()) if pa.types.is_dictionary(table[name].type) else table[name]
-         for name, _ in SORT_KEYS}
+         for name, _ in spec.sort_keys}
     )  # fmt: skip
-    return table.take(pc.sort_indices(keys, sort_keys=SORT_KEYS)).unify_dictionaries().combine_chunks()
+    return table.take(pc.sort_indices(keys, sort_keys=spec.sort_keys)).unify_dictionaries().combine_chunks()
+
+
+def _table_of(file: ArchiveFile | CheckpointFile) -> Table:
+    """A checkpoint holds book rows; an archive file, its directory's table's."""
+    return BY_NAME[file.table] if isinstance(file, ArchiveFile) else BOOK

@@ -24,7 +24,13 @@ import msgspec
 from pydantic import SecretStr
 
 from optionstream_pipeline import __version__
-from optionstream_pipeline.capture.frames import BookData, decode_book_notification, level_problem
+from optionstream_pipeline.capture.frames import (
+    BookData,
+    decode_book_notification,
+    decode_ticker_notification,
+    is_ticker_frame,
+    level_problem,
+)
 from optionstream_pipeline.capture.protocol import Backoff, batched, rejected_channels
 from optionstream_pipeline.capture.stats import ConnectionCounters
 from optionstream_pipeline.capture.subscriptions import SubscriptionTable
@@ -37,15 +43,19 @@ from optionstream_pipeline.deribit.protocol import (
     ErrorCode,
     book_channel,
     split_channel,
+    ticker_channel,
 )
 from optionstream_pipeline.deribit.rpc import RpcError, encode_request, error_from_reply
 from optionstream_pipeline.records.book import encode_capture_meta
+from optionstream_pipeline.records.ticker import decode_ticker_data
 
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.decode
 HEALTHY_SESSION_S = 30.0  # a session that lasted this long resets the reconnect backoff
 _decode_book = decode_book_notification
+_decode_ticker = decode_ticker_notification
+_is_ticker = is_ticker_frame
 _level_problem = level_problem
 _DecodeError = msgspec.DecodeError
 
@@ -55,6 +65,11 @@ class BookSink(Protocol):
 
     def on_book(self, data: BookData, local_timestamp_us: int, capture: msgspec.Raw) -> bool:
         """Take one book notification; ``False`` asks the connection to wait for :meth:`wait_for_capacity`."""
+
+    def on_ticker(
+        self, instrument: str, timestamp_ms: int, data: msgspec.Raw, local_timestamp_us: int, capture: msgspec.Raw
+    ) -> bool:
+        """Take one ticker notification (``data``: Deribit's object, its bytes); ``False`` as for books."""
 
     async def wait_for_capacity(self) -> None: ...
 
@@ -105,10 +120,12 @@ class DeribitConnection:
         capture_id: str,
         credentials: tuple[str, SecretStr] | None = None,
         follow_instrument_state: bool = False,
+        ticker_interval: str | None = None,
     ) -> None:
         self.index = index
         self.settings = settings
         self.interval = interval
+        self.ticker_interval = ticker_interval  # None: no tickers
         self.sink = sink
         self.credentials = credentials
         self.follow_instrument_state = follow_instrument_state
@@ -300,6 +317,8 @@ class DeribitConnection:
         """
         local_us = time.time_ns() // 1000
         self.last_frame_monotonic = time.monotonic()
+        if _is_ticker(frame):
+            return self._on_ticker_frame(frame, local_us)
         try:
             notification = _decode_book(frame)
         except _DecodeError as exc:
@@ -314,6 +333,26 @@ class DeribitConnection:
             return True
         self._on_other_frame(frame, "")
         return True
+
+    def _on_ticker_frame(self, frame: bytes, local_us: int) -> bool:
+        try:
+            notification = _decode_ticker(frame)
+        except _DecodeError:
+            self._on_other_frame(frame, "")
+            return True
+        if notification.method != "subscription" or not notification.params.channel.startswith("ticker."):
+            self._on_other_frame(frame, "")
+            return True
+        return self._on_ticker(notification.params.data, frame, local_us)
+
+    def _on_ticker(self, data: msgspec.Raw, frame: bytes, local_us: int) -> bool:
+        """Deribit's ticker object is checked against the typed view before its bytes become a record."""
+        try:
+            ticker = decode_ticker_data(data)
+        except _DecodeError as exc:
+            self.sink.on_malformed(frame, f"ticker notification: {exc}", self)
+            return True
+        return self.sink.on_ticker(ticker.instrument_name, ticker.timestamp, data, local_us, self.capture_raw)
 
     def _on_other_frame(self, frame: bytes, book_error: str) -> None:
         """``book_error``: why the typed book decoder refused the frame, should it be a book frame."""
@@ -346,6 +385,10 @@ class DeribitConnection:
             channel = message["params"]["channel"]
             if channel.startswith("book."):  # a book frame the typed decoder refused: say which field
                 raise _BadBook(channel, book_error)
+            if channel.startswith("ticker."):  # fields in an unusual order: the same checks, a little later
+                data = msgspec.Raw(msgspec.json.encode(message["params"]["data"]))
+                self._on_ticker(data, msgspec.json.encode(message), time.time_ns() // 1000)
+                return
             self._on_notification(channel, message["params"]["data"])
             return
         if "error" in message:
@@ -426,36 +469,46 @@ class DeribitConnection:
 
     # -- subscriptions ------------------------------------------------------------------------
 
-    async def _subscribe(self, instruments: list[str]) -> None:
+    def _channels(self, instruments: list[str], with_tickers: bool = True) -> list[str]:
+        """Each instrument's book channel, then its ticker channel when tickers are captured."""
+        channels = []
+        for name in instruments:
+            channels.append(book_channel(name, self.interval))
+            if with_tickers and self.ticker_interval is not None:
+                channels.append(ticker_channel(name, self.ticker_interval))
+        return channels
+
+    async def _subscribe(self, instruments: list[str], with_tickers: bool = True) -> None:
         mine = [name for name in instruments if self.table.shard_of(name) == self.index]
-        channels = [book_channel(name, self.interval) for name in mine]
+        channels = self._channels(mine, with_tickers)
         for batch in batched(channels, self.settings.subscribe_batch_size):
             try:
                 result = await self._request_with_retry("public/subscribe", {"channels": batch})
             except RpcError as exc:
-                self.table.reject(self.index, _names(batch), str(exc))
+                self.table.reject(self.index, _book_names(batch), str(exc))
                 self.sink.on_rejected(batch, self, str(exc))
                 continue
             refused = rejected_channels(batch, result)
-            accepted = _names(channel for channel in batch if channel not in refused)
+            accepted = _book_names(channel for channel in batch if channel not in refused)
             removed_meanwhile = self.table.confirm(self.index, accepted)
             if removed_meanwhile:  # unsubscribe() ran while this subscribe was in flight: undo it
                 self._spawn(self._unsubscribe(removed_meanwhile))
             self.sink.on_subscribed(accepted, self)
             if refused:
                 reason = "left out of the subscribe result by Deribit"
-                self.table.reject(self.index, _names(refused), reason)
+                self.table.reject(self.index, _book_names(refused), reason)
                 self.sink.on_rejected(refused, self, reason)
 
-    async def _unsubscribe(self, instruments: list[str]) -> None:
+    async def _unsubscribe(self, instruments: list[str], with_tickers: bool = True) -> None:
         self.table.unsubscribing(self.index, instruments)  # no disconnect marker for a book we are leaving
-        channels = [book_channel(name, self.interval) for name in instruments]
+        channels = self._channels(instruments, with_tickers)
         for batch in batched(channels, self.settings.subscribe_batch_size):
             await self._request_with_retry("public/unsubscribe", {"channels": batch})
 
     async def _resubscribe(self, instruments: list[str]) -> None:
-        await self._unsubscribe(instruments)
-        await self._subscribe(instruments)
+        """Books only: a ticker has no continuity to restore."""
+        await self._unsubscribe(instruments, with_tickers=False)
+        await self._subscribe(instruments, with_tickers=False)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -503,6 +556,7 @@ class DeribitConnection:
         self.counters.errors_by_code[code] = self.counters.errors_by_code.get(code, 0) + 1
 
 
-def _names(channels: Iterable[str]) -> list[str]:
-    """``book.NAME.interval`` -> ``NAME`` (instrument names contain no dots)."""
-    return [channel.split(".")[1] for channel in channels]
+def _book_names(channels: Iterable[str]) -> list[str]:
+    """``book.NAME.interval`` -> ``NAME`` (instrument names contain no dots); ticker channels left out:
+    the subscription table follows books, and a refused ticker is reported, not a refused book."""
+    return [channel.split(".")[1] for channel in channels if channel.startswith("book.")]

@@ -38,6 +38,7 @@ from optionstream_pipeline.records.book import (
     encode_marker,
     encode_snapshot,
 )
+from optionstream_pipeline.records.ticker import encode_ticker
 
 log = logging.getLogger(__name__)
 SOURCE_LOG = logging.getLogger(f"{__name__}.source")
@@ -59,6 +60,23 @@ def resolve_interval(settings: Settings) -> str:
     return interval
 
 
+def resolve_ticker_interval(settings: Settings) -> str | None:
+    """The ticker channel captured, or ``None`` with ``deribit.tickers: false``.
+
+    ``raw`` tickers without credentials are refused here: Deribit would refuse the whole subscribe
+    request, and with it the books subscribed in the same request.
+    """
+    deribit = settings.deribit
+    if not deribit.tickers:
+        return None
+    if deribit.ticker_interval == "raw" and not settings.deribit_credentials():
+        raise ValueError(
+            "deribit.ticker_interval: raw tickers need Deribit API credentials "
+            f"(${deribit.client_id_env} and ${deribit.client_secret_env}); use 100ms, or set them"
+        )
+    return deribit.ticker_interval
+
+
 class CaptureEngine:
     """Keeps a set of Deribit option books flowing into one Kafka topic."""
 
@@ -73,6 +91,8 @@ class CaptureEngine:
         self.capture_id = uuid.uuid4().hex[:12]
         self._capture_raw = encode_capture_meta(self.capture_id)
         self.interval = resolve_interval(settings)
+        self.ticker_interval = resolve_ticker_interval(settings)
+        self._ticker_topic = settings.kafka.ticker_topic
         self.counters = EngineCounters()
         deribit = settings.deribit
         self.table = SubscriptionTable(deribit.channels_per_connection, deribit.max_connections)
@@ -107,14 +127,16 @@ class CaptureEngine:
         log.info("kafka producer: %s", redacted(self._producer.client_config))
         background: list[asyncio.Task[Any]] = []
         try:
-            await asyncio.to_thread(
-                ensure_topic,
-                self._producer.client_config,
-                kafka.topic,
-                kafka.partitions,
-                kafka.replication_factor,
-                kafka.admin_timeout_s,
-            )
+            topics = [kafka.topic] + ([kafka.ticker_topic] if self.ticker_interval else [])
+            for topic in topics:  # the same partitions: an instrument's book and tickers share a partition number
+                await asyncio.to_thread(
+                    ensure_topic,
+                    self._producer.client_config,
+                    topic,
+                    kafka.partitions,
+                    kafka.replication_factor,
+                    kafka.admin_timeout_s,
+                )
             self._start_metrics()
             initial = self._initial
             self._apply_instruments(initial | await self._read_source())
@@ -237,6 +259,7 @@ class CaptureEngine:
                 self.capture_id,
                 self._credentials,
                 follow_instrument_state=position == 0,
+                ticker_interval=self.ticker_interval,
             )
             self._connections.append(connection)
             self._connection_tasks.append(asyncio.create_task(connection.run(), name=f"deribit-{position}"))
@@ -337,6 +360,18 @@ class CaptureEngine:
         accepted = self._producer.offer(instrument, value, data.timestamp)
         self._connections[self.table.shard_of(instrument)].resync([instrument], "change_id gap")
         return accepted
+
+    def on_ticker(
+        self, instrument: str, timestamp_ms: int, data: msgspec.Raw, local_timestamp_us: int, capture: msgspec.Raw
+    ) -> bool:
+        """A ticker of a followed instrument becomes a record of the ticker topic, Deribit's object spliced in."""
+        self.counters.tickers_in += 1
+        if instrument not in self.table:
+            self.counters.dropped_unfollowed += 1
+            return True
+        value = encode_ticker(instrument, self.ticker_interval, timestamp_ms, local_timestamp_us, data, capture)
+        self.counters.tickers_out += 1
+        return self._producer.offer(instrument, value, timestamp_ms, self._ticker_topic)
 
     async def wait_for_capacity(self) -> None:
         """Back-pressure: hold the reading connection until the producer queue has room."""

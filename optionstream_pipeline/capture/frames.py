@@ -1,4 +1,4 @@
-"""Deribit book notifications, decoded only as far as capture needs (the hot path's first step).
+"""Deribit book and ticker notifications, decoded only as far as capture needs (the hot path's first step).
 
 The level arrays stay raw JSON bytes (``msgspec.Raw``): capture never needs their values, so it
 does not re-serialize them; the record encoder splices them verbatim into the Kafka record
@@ -58,3 +58,25 @@ def level_problem(data: BookData) -> str | None:
     except msgspec.ValidationError as exc:
         return f"asks: {exc}"
     return None
+
+
+class TickerParams(msgspec.Struct, gc=False):
+    channel: str
+    data: msgspec.Raw
+
+
+class TickerNotification(msgspec.Struct, gc=False):
+    method: str
+    params: TickerParams
+
+
+decode_ticker_notification = msgspec.json.Decoder(TickerNotification).decode
+"""Decode a ``subscription`` frame of a ticker channel, its ``data`` left as bytes (the record splices them)."""
+
+TICKER_CHANNEL_MARK = b'"channel":"ticker.'
+"""Where a ticker frame says so: Deribit puts ``params.channel`` within the frame's first bytes."""
+
+
+def is_ticker_frame(frame: bytes) -> bool:
+    """A cheap look before decoding: a frame that is not caught here still takes the slow path."""
+    return frame.find(TICKER_CHANNEL_MARK, 0, 120) >= 0

@@ -23,6 +23,8 @@ class EngineCounters:
     """Incremented on the engine's event loop; read (racily but harmlessly) from other threads."""
 
     messages_in: int = 0
+    tickers_in: int = 0
+    tickers_out: int = 0
     dropped_awaiting_snapshot: int = 0
     gaps: int = 0
     resyncs: int = 0
@@ -83,7 +85,11 @@ class CaptureStats:
     connections_up: int = _gauge("WebSocket connections up")
     connects: int = _counter("WebSocket sessions opened (the first of each connection included)")
     messages_in: int = _counter("Book notifications received from Deribit")
-    messages_out: int = _counter("Records handed to the Kafka producer")
+    tickers_in: int = _counter("Ticker notifications received from Deribit")
+    tickers_out: int = _counter(
+        "Ticker records accepted for the ticker topic (counted in messages_out once handed over)"
+    )
+    messages_out: int = _counter("Records handed to the Kafka producer, book and ticker")
     delivered: int = _counter("Records acknowledged by Kafka")
     delivery_failed: int = _counter("Records Kafka failed to deliver (lost)")
     in_flight: int = _gauge("Records in the producer queue, not yet acknowledged")

@@ -70,6 +70,10 @@ def book_channel(instrument: str, interval: str) -> str:
     return f"book.{instrument}.{interval}"
 
 
+def ticker_channel(instrument: str, interval: str) -> str:
+    return f"ticker.{instrument}.{interval}"
+
+
 def split_channel(channel: str) -> tuple[str, str, str] | None:
     """``book.BTC-9MAY25-70000-C.100ms`` -> ``("book", "BTC-9MAY25-70000-C", "100ms")``.
 

@@ -92,7 +92,7 @@ class RecordProducer:
         self.delivery = DeliveryStats()
         self.stats = ProducerStats()
         self.produced = 0
-        self._overflow: deque[tuple[str, bytes, int]] = deque()
+        self._overflow: deque[tuple[str, bytes, int, str]] = deque()
         self._stats_lock = threading.Lock()
         self.fatal_error: str | None = None
         self.client_config = producer_config(kafka, secrets)  # also for the admin client
@@ -106,15 +106,17 @@ class RecordProducer:
 
     # -- hot path -----------------------------------------------------------------------------
 
-    def offer(self, key: str, value: bytes, timestamp_ms: int) -> bool:
-        """Queue one record. ``False`` means the local queue is full: call :meth:`drain` before more."""
+    def offer(self, key: str, value: bytes, timestamp_ms: int, topic: str | None = None) -> bool:
+        """Queue one record (to ``topic``, by default the book topic). ``False`` means the local queue
+        is full: call :meth:`drain` before more. Records of every topic keep one order through the overflow."""
+        topic = topic or self.topic
         if self._overflow:
-            self._overflow.append((key, value, timestamp_ms))
+            self._overflow.append((key, value, timestamp_ms, topic))
             return False
         try:
-            self._produce(self.topic, value, key, timestamp=timestamp_ms)
+            self._produce(topic, value, key, timestamp=timestamp_ms)
         except BufferError:
-            self._overflow.append((key, value, timestamp_ms))
+            self._overflow.append((key, value, timestamp_ms, topic))
             return False
         except KafkaException as exc:  # refused outright (e.g. too large): a counted loss, not a crash
             self._refused(key, exc)
@@ -127,9 +129,9 @@ class RecordProducer:
         self._producer.poll(timeout_s)
         overflow = self._overflow
         while overflow:
-            key, value, timestamp_ms = overflow[0]
+            key, value, timestamp_ms, topic = overflow[0]
             try:
-                self._produce(self.topic, value, key, timestamp=timestamp_ms)
+                self._produce(topic, value, key, timestamp=timestamp_ms)
             except BufferError:
                 return False
             except KafkaException as exc:

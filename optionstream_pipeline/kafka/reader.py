@@ -1,4 +1,4 @@
-"""The one reader of the book topic: assigned partitions, from given offsets, decoded, to their end.
+"""The one reader of the topics: assigned partitions, from given offsets, decoded, to their end.
 
 Used by the archive (a partition from where the archive ended to its end), by live consumers (from
 the latest, the earliest or a given offset, following), and by the tests.
@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from optionstream_pipeline.kafka.admin import connection_properties
 from optionstream_pipeline.kafka.logs import librdkafka_logger
 from optionstream_pipeline.records.book import BookRecord, RecordError, decode_record
+from optionstream_pipeline.records.ticker import TickerData, TickerRecord, decode_ticker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,11 @@ class TopicRecord(msgspec.Struct, frozen=True, gc=False):
     timestamp_ms: int  # the Kafka timestamp: the exchange time for snapshot/change/gap
     key: str
     value: bytes
-    record: BookRecord
+    record: BookRecord | TickerRecord[TickerData]
+
+
+DECODERS: dict[str, Callable[[bytes], object]] = {"book": decode_record, "ticker": decode_ticker}
+"""How each topic's values decode: ``TopicReader(..., records="ticker")`` reads the ticker topic."""
 
 
 class TopicReader:
@@ -74,7 +79,9 @@ class TopicReader:
         group_id: str | None = None,
         metadata_timeout_s: float = 10.0,
         fetch_wait_ms: int = 20,
+        records: str = "book",
     ) -> None:
+        self._decode = DECODERS[records]
         properties = {"bootstrap.servers": connection} if isinstance(connection, str) else connection
         self.topic = topic
         self._consumer = Consumer(
@@ -133,7 +140,7 @@ class TopicReader:
                 continue
             partition, offset = message.partition(), message.offset()
             try:
-                record = decode_record(message.value())
+                record = self._decode(message.value())
             except RecordError as exc:
                 if records:
                     break  # hand out what came before; the bad one is reported on the next call

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from optionstream_pipeline.archive.tables import TICKER
 from optionstream_pipeline.orchestration.assets import (
     btc_option_universe,
     build_archive_asset,
@@ -27,10 +28,11 @@ DEPLOYMENT = deployment_name()
 RESOURCES = resources_for(DEPLOYMENT)
 SETTINGS = RESOURCES["optionstream"].settings()
 ARCHIVE = build_archive_asset(SETTINGS.kafka.partitions)  # one partition key per Kafka partition
-ARCHIVE_JOB = build_archive_job(ARCHIVE.partitions_def)
+TICKER_ARCHIVE = build_archive_asset(SETTINGS.kafka.partitions, TICKER)
+ARCHIVE_JOB = build_archive_job(ARCHIVE.partitions_def, tickers=SETTINGS.deribit.tickers)
 
 defs = Definitions(
-    assets=[btc_option_universe, deribit_option_books, ARCHIVE],
+    assets=[btc_option_universe, deribit_option_books, ARCHIVE, TICKER_ARCHIVE],
     asset_checks=[*capture_health_checks, *build_archive_checks(SETTINGS.kafka.partitions)],
     jobs=[capture_job, discovery_job, health_checks_job, ARCHIVE_JOB],
     schedules=build_schedules(SETTINGS, ARCHIVE_JOB),

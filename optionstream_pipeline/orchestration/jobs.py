@@ -16,7 +16,12 @@ from dagster import (
     job,
 )
 
-from optionstream_pipeline.orchestration.assets import ARCHIVE_ASSET_KEY, TOPIC_ASSET_KEY, UNIVERSE_ASSET_KEY
+from optionstream_pipeline.orchestration.assets import (
+    ARCHIVE_ASSET_KEY,
+    TICKER_ARCHIVE_ASSET_KEY,
+    TOPIC_ASSET_KEY,
+    UNIVERSE_ASSET_KEY,
+)
 from optionstream_pipeline.orchestration.ops.capture import capture_order_books
 
 if TYPE_CHECKING:  # not exported by Dagster
@@ -61,13 +66,15 @@ health_checks_job = define_asset_job(
 )
 
 
-def build_archive_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:
-    """One run archives one Kafka partition (its partition key); the schedule launches one per key."""
+def build_archive_job(partitions_def: PartitionsDefinition, tickers: bool = True) -> UnresolvedAssetJobDefinition:
+    """One run archives one Kafka partition (its partition key) of the book topic, then of the ticker
+    topic when tickers are captured; the schedule launches one run per key."""
+    keys = [ARCHIVE_ASSET_KEY, TICKER_ARCHIVE_ASSET_KEY] if tickers else [ARCHIVE_ASSET_KEY]
     return define_asset_job(
         ARCHIVE_JOB_NAME,
-        selection=AssetSelection.assets(ARCHIVE_ASSET_KEY),
+        selection=AssetSelection.assets(*keys),
         partitions_def=partitions_def,
         tags={ROLE_TAG: ARCHIVE_ROLE},
         executor_def=in_process_executor,
-        description="Archive one Kafka partition of the book topic to Parquet, exactly once.",
+        description="Archive one Kafka partition of the book (and ticker) topic to Parquet, exactly once.",
     )

@@ -2,6 +2,7 @@
 
     optionstream query book BTC-27JUN25-100000-C --at 2025-06-01T12:00:00Z --depth 5
     optionstream query chain 27JUN25 --at 2025-06-01T12:00:00Z
+    optionstream query smile 27JUN25 --at 2025-06-01T12:00:00Z
     optionstream query updates BTC-27JUN25-100000-C --from 2025-06-01T12:00Z --to 2025-06-01T12:05Z
     optionstream query top BTC-27JUN25-100000-C --from 2025-06-01T12:00Z --to 2025-06-01T13:00Z --every 1s
     optionstream query quality --from 2025-06-01T00:00Z --to 2025-06-02T00:00Z
@@ -42,9 +43,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     book.add_argument("instrument")
     book.add_argument("--at", required=True, type=moment, help="UTC time, e.g. 2025-06-01T12:00:00Z")
     book.add_argument("--depth", type=int, default=10)
-    chain = what.add_parser("chain", help="one expiry's chain at a time: calls | strike | puts")
+    chain = what.add_parser(
+        "chain", help="one expiry's chain at a time: calls | strike | puts, books beside IVs, mark and delta"
+    )
     chain.add_argument("expiry", type=expiry_date, help="27JUN25 or 2025-06-27")
     chain.add_argument("--at", required=True, type=moment)
+    smile = what.add_parser("smile", help="one expiry's implied volatility by strike at a time (mark, bid, ask IV)")
+    smile.add_argument("expiry", type=expiry_date, help="27JUN25 or 2025-06-27")
+    smile.add_argument("--at", required=True, type=moment)
     updates = what.add_parser("updates", help="one instrument's rows between two times")
     updates.add_argument("instrument")
     updates.add_argument("--from", dest="start", required=True, type=moment)
@@ -93,6 +99,13 @@ def expiry_date(text: str) -> date:
     raise argparse.ArgumentTypeError(f"{text!r} is not an expiry: expected 27JUN25 or 2025-06-27")
 
 
+# The chain as a trader reads it, calls | strike | puts (sizes and marks in --csv and --parquet).
+CHAIN_COLUMNS = (
+    "call_reliable, call_delta, call_mark_iv, call_bid_iv, call_bid, call_ask, call_ask_iv, strike, "
+    "put_bid_iv, put_bid, put_ask, put_ask_iv, put_mark_iv, put_delta, put_reliable"
+)
+
+
 def run_query_command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
@@ -125,7 +138,11 @@ def build_query(connection: duckdb.DuckDBPyConnection, args: argparse.Namespace)
         )
     if args.query == "chain":
         check_time(connection, args.at)
-        return connection.sql("SELECT * FROM chain_at($1, $2)", params=[args.expiry, args.at])
+        chain = CHAIN_COLUMNS if not (args.csv or args.parquet) else "*"
+        return connection.sql(f"SELECT {chain} FROM chain_at($1, $2)", params=[args.expiry, args.at])
+    if args.query == "smile":
+        check_time(connection, args.at)
+        return connection.sql("SELECT * FROM smile_at($1, $2)", params=[args.expiry, args.at])
     if args.query == "top":
         check_window(connection, args.start, args.stop)
         return connection.sql(

@@ -37,10 +37,10 @@ from pathlib import Path
 import duckdb
 
 from optionstream_pipeline.archive.checkpoints import COLUMN_LIST, STREAM_ORDER, state_sql
-from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLE
+from optionstream_pipeline.archive.layout import CHECKPOINTS, TABLE, TICKER_TABLE
 from optionstream_pipeline.archive.storage import LocalStorage, storage_for
 from optionstream_pipeline.archive.store import SESSIONS_KEY
-from optionstream_pipeline.query import series
+from optionstream_pipeline.query import series, tickers
 
 DATABASE_FILE = "archive.duckdb"
 
@@ -70,7 +70,17 @@ def open_archive(root: str | Path, database: str | Path | None = None) -> duckdb
     storage.register(connection)
     has_checkpoints = any(_is_parquet(path) for path in storage.list(CHECKPOINTS))
     checkpoints = _CHECKPOINTS if has_checkpoints else _NO_CHECKPOINTS
-    definitions = _DEFINITIONS + checkpoints + series.WHY + _MACROS + series.SERIES
+    has_tickers = any(_is_parquet(path) for path in storage.list(TICKER_TABLE))
+    ticker_glob = _quoted(storage.uri(f"{TICKER_TABLE}/*/*/*.parquet")) if has_tickers else None
+    definitions = (
+        _DEFINITIONS
+        + checkpoints
+        + tickers.ticker_views(ticker_glob)
+        + series.WHY
+        + tickers.MACROS
+        + _MACROS
+        + series.SERIES
+    )
     values = {
         "{files}": _quoted(storage.uri(f"{TABLE}/*/*/*.parquet")),
         "{checkpoints}": _quoted(storage.uri(f"{CHECKPOINTS}/*/*/*.parquet")),
@@ -131,25 +141,7 @@ def check_window(connection: duckdb.DuckDBPyConnection, start: datetime, stop: d
 
 _NAME = r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/+]+)\+(\d+)\+(\d+)"
 _DEFINITIONS = f"""
-CREATE OR REPLACE VIEW book_files AS
-WITH named AS (
-    SELECT file, regexp_extract(file, '{_NAME}\\+(\\d+)-(\\d+)\\.parquet$',
-                                ['date', 'hour', 'topic', 'partition', 'incarnation', 'first', 'last']) AS n
-    FROM glob('{{files}}')
-),
-files AS (
-    SELECT file, n.topic AS topic, n.partition::INTEGER AS partition, n.incarnation::INTEGER AS incarnation,
-           n.first::BIGINT AS first_offset, n.last::BIGINT AS last_offset,
-           strptime(n.date || ' ' || n.hour || ' +0000', '%Y-%m-%d %H %z') AS hour_start
-    FROM named WHERE n.topic <> ''
-)
--- replaced: the input of a compaction whose clean-up has not run yet (its rows are in a file covering its
--- offsets): some file before it, by first offset and widest first, reaches as far.
-SELECT *, coalesce(max(last_offset) OVER (
-    PARTITION BY topic, partition, incarnation ORDER BY first_offset, last_offset DESC
-    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) >= last_offset, false) AS replaced
-FROM files;
-
+{tickers.files_view("book_files", "{files}")}
 CREATE OR REPLACE VIEW book_rows AS
 SELECT * FROM read_parquet('{{files}}', hive_partitioning = true, hive_types = {{'date': 'DATE', 'hour': 'INTEGER'}},
                            filename = true);
@@ -269,19 +261,34 @@ FROM state LEFT JOIN levels ON true
 ORDER BY side DESC, position;
 
 CREATE OR REPLACE MACRO chain_at(expiry_date, moment) AS TABLE
-WITH state AS (SELECT * FROM books_at(moment) WHERE expiry::DATE = expiry_date::DATE)
+WITH state AS (SELECT * FROM books_at(moment) WHERE expiry::DATE = expiry_date::DATE),
+quoted AS (  -- the rebuilt top of book beside the latest ticker at or before moment (tickers_at: an ASOF JOIN)
+    SELECT s.*, t.bid_iv, t.ask_iv, t.mark_price, t.mark_iv, t.delta, t.underlying_price
+    FROM state s LEFT JOIN tickers_at(moment, expiry_date := expiry_date) t ON t.symbol = s.symbol
+)
 SELECT strike,
        max(bids[1].price) FILTER (WHERE option_type = 'call') AS call_bid,
        max(bids[1].amount) FILTER (WHERE option_type = 'call') AS call_bid_size,
        max(asks[1].price) FILTER (WHERE option_type = 'call') AS call_ask,
        max(asks[1].amount) FILTER (WHERE option_type = 'call') AS call_ask_size,
        bool_and(reliable) FILTER (WHERE option_type = 'call') AS call_reliable,
+       max(bid_iv) FILTER (WHERE option_type = 'call') AS call_bid_iv,
+       max(ask_iv) FILTER (WHERE option_type = 'call') AS call_ask_iv,
+       max(mark_price) FILTER (WHERE option_type = 'call') AS call_mark,
+       max(mark_iv) FILTER (WHERE option_type = 'call') AS call_mark_iv,
+       max(delta) FILTER (WHERE option_type = 'call') AS call_delta,
        max(bids[1].price) FILTER (WHERE option_type = 'put') AS put_bid,
        max(bids[1].amount) FILTER (WHERE option_type = 'put') AS put_bid_size,
        max(asks[1].price) FILTER (WHERE option_type = 'put') AS put_ask,
        max(asks[1].amount) FILTER (WHERE option_type = 'put') AS put_ask_size,
-       bool_and(reliable) FILTER (WHERE option_type = 'put') AS put_reliable
-FROM state GROUP BY strike ORDER BY strike;
+       bool_and(reliable) FILTER (WHERE option_type = 'put') AS put_reliable,
+       max(bid_iv) FILTER (WHERE option_type = 'put') AS put_bid_iv,
+       max(ask_iv) FILTER (WHERE option_type = 'put') AS put_ask_iv,
+       max(mark_price) FILTER (WHERE option_type = 'put') AS put_mark,
+       max(mark_iv) FILTER (WHERE option_type = 'put') AS put_mark_iv,
+       max(delta) FILTER (WHERE option_type = 'put') AS put_delta,
+       max(underlying_price) AS underlying_price
+FROM quoted GROUP BY strike ORDER BY strike;
 
 CREATE OR REPLACE MACRO updates_between(instrument, start, stop) AS TABLE
 SELECT * FROM book

@@ -60,9 +60,15 @@ class DeribitSimulator:
     """A Deribit-compatible WebSocket server on asyncio: ``await start()`` ... ``await stop()``.
 
     ``ssl_context``: a server context with its certificate loaded; the simulator then serves ``wss://``.
+    ``source``: the data source to serve instead of the one ``settings`` name (the archive's replay).
     """
 
-    def __init__(self, settings: SimulatorSettings | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        settings: SimulatorSettings | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        source: DataSource | None = None,
+    ) -> None:
         self.settings = settings or SimulatorSettings()
         self.ssl_context = ssl_context
         self._clock = self.settings.clock
@@ -71,7 +77,7 @@ class DeribitSimulator:
         self.market: Market | None = None
         self.load: LoadSource | None = None
         self.replay: ReplaySource | None = None
-        self.exchange = Exchange(self.settings, self._build_source(now), now)
+        self.exchange = Exchange(self.settings, source if source is not None else self._build_source(now), now)
         self.faults = Faults(self.exchange, self._clock, self.run_on_loop)
         self.lifecycle = Lifecycle(self.exchange, self._clock, self.run_on_loop)
         register_control_methods(self.exchange, self.faults, self.lifecycle)
@@ -212,8 +218,13 @@ class SimulatorThread:
     ``sim.market``, ``sim.faults``, ``sim.lifecycle``, ``sim.sessions()``.
     """
 
-    def __init__(self, settings: SimulatorSettings | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.simulator = DeribitSimulator(settings, ssl_context)
+    def __init__(
+        self,
+        settings: SimulatorSettings | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        source: DataSource | None = None,
+    ) -> None:
+        self.simulator = DeribitSimulator(settings, ssl_context, source)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None

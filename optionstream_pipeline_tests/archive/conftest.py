@@ -26,8 +26,8 @@ NAMES = [f"BTC-27JUN25-{strike}-{kind}" for strike in range(60_000, 110_000, 5_0
 START_MS = 1_764_576_000_000 - 1_800_000  # half an hour before an hour boundary: files split there
 
 
-def archive_rows(store: ArchiveStore) -> list[dict]:
-    rows = [row for file in store.live_files() for row in store.read(file).to_pylist()]
+def archive_rows(store: ArchiveStore, topic: str | None = None) -> list[dict]:
+    rows = [row for file in store.live_files(topic) for row in store.read(file).to_pylist()]
     return sorted(
         rows, key=lambda row: (row["kafka_partition"], row["kafka_offset"], row["side"] or "", row["level"] or 0)
     )

@@ -111,3 +111,8 @@ def test_the_schema_documentation_shows_every_column_as_declared() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "archive-schema.md").read_text()
     for name, _, meaning in COLUMNS:
         assert f"| `{name}` |" in doc and meaning in doc, name
+    from optionstream_pipeline.archive.ticker_schema import COLUMNS as TICKER_COLUMNS
+
+    tickers = doc[doc.index("## The ticker table") :]
+    for name, _, meaning, _ in TICKER_COLUMNS:
+        assert f"| `{name}` |" in tickers and meaning in tickers, name

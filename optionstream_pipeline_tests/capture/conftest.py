@@ -29,6 +29,11 @@ SCHEMA = json.loads(resources.files("optionstream_pipeline.schemas").joinpath("b
 TRANSPORT = os.environ.get("OPTIONSTREAM_TEST_TRANSPORT", "websockets")
 
 
+def ticker_topic_of(topic: str) -> str:
+    """Each test's own ticker topic, beside its book topic."""
+    return f"{topic}.tickers"
+
+
 def capture_settings(url: str, bootstrap: str, topic: str, **overrides: Any) -> Settings:
     """Settings for a test capture: fast reconnects, no fixed metrics port, low linger."""
     data: dict[str, Any] = {
@@ -38,7 +43,13 @@ def capture_settings(url: str, bootstrap: str, topic: str, **overrides: Any) -> 
             "reconnect": {"initial_backoff_ms": 50, "max_backoff_ms": 500, "jitter": 0.1},
             "stale_after_s": 5,
         },
-        "kafka": {"brokers": [bootstrap], "topic": topic, "partitions": 4, "batch_timeout_ms": 5},
+        "kafka": {
+            "brokers": [bootstrap],
+            "topic": topic,
+            "ticker_topic": ticker_topic_of(topic),
+            "partitions": 4,
+            "batch_timeout_ms": 5,
+        },
         "capture": {"metrics": {"port": 0}, "status_interval_s": 60},
     }
     for dotted, value in overrides.items():

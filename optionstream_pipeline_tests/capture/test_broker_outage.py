@@ -12,6 +12,7 @@ from optionstream_pipeline_tests.capture.conftest import (
     check_books_against_truth,
     running_capture,
     settle_and_read,
+    ticker_topic_of,
     wait_subscribed,
 )
 from optionstream_pipeline_tests.support.kafka_reading import TopicLog
@@ -51,15 +52,24 @@ def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) ->
             120,
             message="every accepted record acknowledged after the outage",
         )
-        with TopicLog(bootstrap, topic) as reader:
+        with (
+            TopicLog(bootstrap, topic) as reader,
+            TopicLog(bootstrap, ticker_topic_of(topic), records="ticker") as ticker_reader,
+        ):
             records = settle_and_read(sim, reader, instruments, timeout=60)
-            accepted = engine.stats().messages_out
-            records = reader.read_until(lambda rs: len(rs) >= accepted, 30, "every accepted record")
+            stats = engine.stats()
+            accepted_books = stats.messages_out - stats.tickers_out
+            records = reader.read_until(lambda rs: len(rs) >= accepted_books, 30, "every accepted book record")
+            tickers = ticker_reader.read_until(
+                lambda rs: len(rs) >= stats.tickers_out, 30, "every accepted ticker record"
+            )
         final = capture.stop()
 
     assert final.delivery_failed == 0
     book_records = [r for r in records if r.record.type in ("snapshot", "change")]
-    assert len(records) == final.messages_out - len(instruments)  # the stop markers come after the read
+    assert len(records) == final.messages_out - final.tickers_out - len(instruments)  # stop markers: after the read
+    assert len(tickers) == final.tickers_out > 0
+    assert len({r.value for r in tickers}) == len(tickers), "duplicate tickers"
     assert len({(r.key, r.record.change_id) for r in book_records}) == len(book_records), "duplicates"
     for name, stream in by_instrument(records).items():
         ids = [r.change_id for r in stream if r.type in ("snapshot", "change")]

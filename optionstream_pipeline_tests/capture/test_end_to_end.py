@@ -24,7 +24,7 @@ def test_every_book_rebuilt_from_kafka_equals_the_truth(simulator, kafka_bootstr
     settings = capture_settings(sim.url, kafka_bootstrap, kafka_topic, **{"deribit.transport": transport})
     with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
-        wait_until(lambda: capture.engine.stats().delivered >= 1500, 30, message="1500 records delivered")
+        wait_until(lambda: capture.engine.stats().messages_in >= 1500, 30, message="1500 book messages in")
         records = settle_and_read(sim, reader, instruments)
         final = capture.stop()
 

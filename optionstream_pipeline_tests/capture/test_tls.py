@@ -124,7 +124,7 @@ def test_capture_with_the_ca_file_captures_books_equal_to_the_truth(
     )
     with running_capture(settings, instruments) as capture, TopicLog(kafka_bootstrap, kafka_topic) as reader:
         wait_subscribed(capture, len(instruments))
-        wait_until(lambda: capture.engine.stats().delivered >= 200, 20, message="200 records delivered")
+        wait_until(lambda: capture.engine.stats().messages_in >= 200, 20, message="200 book messages in")
         records = settle_and_read(sim, reader, instruments)
         final = capture.stop()
 

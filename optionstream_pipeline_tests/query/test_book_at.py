@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import pytest
 from optionstream_pipeline.kafka.reader import TopicRecord
 from optionstream_pipeline.query.database import NoArchive, archive_span, check_time, open_archive
 from optionstream_pipeline.records.book import Change, Snapshot
+from optionstream_pipeline.records.ticker import TickerData
 from optionstream_pipeline_tests.archive.scenario import ArchivedRun
 from optionstream_pipeline_tests.support.books import US, Replay, archive_books_at
+from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 
 pytestmark = pytest.mark.slow
 
@@ -66,26 +69,69 @@ def test_one_book_at_a_time_by_level_and_depth(archived_run: ArchivedRun) -> Non
     ]
 
 
-def test_the_chain_of_one_expiry_shows_calls_and_puts_by_strike(archived_run: ArchivedRun) -> None:
+def latest_tickers_at(records: list[TopicRecord], moment: datetime) -> dict[str, TickerData]:
+    """Each instrument's latest ticker at or before ``moment`` by ticker_time (the running maximum of the
+    exchange times in its partition), replayed from the ticker topic in Python."""
+    latest: dict[str, tuple[int, int, TickerData]] = {}
+    running: dict[int, int] = {}
+    limit = int(moment.timestamp() * 1_000_000)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        time_us = running[record.partition] = max(running.get(record.partition, 0), record.timestamp_ms * 1000)
+        if time_us <= limit and limit - time_us <= 3_600_000_000:
+            candidate = (time_us, record.offset, record.record.ticker)
+            latest[record.key] = max(latest.get(record.key, (0, -1, None)), candidate, key=lambda entry: entry[:2])
+    return {name: ticker for name, (_, _, ticker) in latest.items()}
+
+
+def test_the_chain_of_one_expiry_shows_books_beside_their_latest_ticker_by_strike(
+    archived_run: ArchivedRun, kafka_bootstrap: str
+) -> None:
     replay = Replay.of_partitions(archived_run.records)
     connection = open_archive(archived_run.settings.archive.path, ":memory:")
+    with TopicLog(kafka_bootstrap, archived_run.settings.kafka.ticker_topic, records="ticker") as log:
+        ticker_records = log.read_until(lambda rs: len(rs) >= 1000, 30, "ticker records")
     first, last = archive_span(connection)
-    moment = first + (last - first) / 2
-    books = replay.books_at(moment)
-    expiry = next(r.record.instrument.split("-")[1] for r in archived_run.records)
+    expiries = Counter(name.split("-")[1] for name in {r.record.instrument for r in archived_run.records})
+    expiry = expiries.most_common(1)[0][0]  # the one with the most strikes
     date = datetime.strptime(expiry, "%d%b%y").date()
-    chain = connection.execute("SELECT * FROM chain_at(?, ?)", [date, moment]).fetchall()
-    names = {name for name in books if name.split("-")[1] == expiry}
-    assert len(chain) == len({name.split("-")[2] for name in names})
-    for strike, call_bid, call_bid_size, call_ask, _, call_reliable, put_bid, *_, put_reliable in chain:
-        call = books.get(f"BTC-{expiry}-{strike:g}-C")
-        if call is not None:
-            assert (call_bid, call_bid_size) == (call[2][0] if call[2] else (None, None))
-            assert call_ask == (call[3][0][0] if call[3] else None)
-            assert call_reliable == call[0]
-        put = books.get(f"BTC-{expiry}-{strike:g}-P")
-        if put is not None:
-            assert put_bid == (put[2][0][0] if put[2] else None) and put_reliable == put[0]
+    checked_tickers = 0
+    for moment in (first + (last - first) * share for share in (0.3, 0.6, 0.95)):
+        books = replay.books_at(moment)
+        tickers = latest_tickers_at(ticker_records, moment)
+        relation = connection.execute("SELECT * FROM chain_at(?, ?)", [date, moment])
+        columns = [column[0] for column in relation.description]
+        chain = [dict(zip(columns, row, strict=True)) for row in relation.fetchall()]
+        names = {name for name in books if name.split("-")[1] == expiry}
+        assert len(chain) == len({name.split("-")[2] for name in names})
+        for row in chain:
+            for side, suffix in (("call", "C"), ("put", "P")):
+                name = f"BTC-{expiry}-{row['strike']:g}-{suffix}"
+                book = books.get(name)
+                if book is None:
+                    assert row[f"{side}_bid"] is None and row[f"{side}_reliable"] is None
+                    continue
+                reliable, _, bids, asks = book[:4]
+                assert (row[f"{side}_bid"], row[f"{side}_bid_size"]) == (bids[0] if bids else (None, None)), name
+                assert (row[f"{side}_ask"], row[f"{side}_ask_size"]) == (asks[0] if asks else (None, None)), name
+                assert row[f"{side}_reliable"] == reliable, name
+                ticker = tickers.get(name)
+                shown = tuple(row[f"{side}_{field}"] for field in ("bid_iv", "ask_iv", "mark", "mark_iv", "delta"))
+                if ticker is None:
+                    assert shown == (None,) * 5, name
+                    continue
+                assert shown == (ticker.bid_iv, ticker.ask_iv, ticker.mark_price, ticker.mark_iv, ticker.greeks.delta)
+                checked_tickers += 1
+        smile = connection.execute("SELECT * FROM smile_at(?, ?)", [date, moment]).fetchall()
+        expected = sorted(
+            {float(name.split("-")[2]) for name, ticker in tickers.items() if name.split("-")[1] == expiry}
+        )
+        assert [row[0] for row in smile] == expected
+        for strike, call_mark_iv, *_, put_mark_iv, _, _, put_delta, underlying, _ in smile:
+            call, put = tickers.get(f"BTC-{expiry}-{strike:g}-C"), tickers.get(f"BTC-{expiry}-{strike:g}-P")
+            assert call_mark_iv == (call.mark_iv if call else None)
+            assert (put_mark_iv, put_delta) == ((put.mark_iv, put.greeks.delta) if put else (None, None))
+            assert underlying is not None
+    assert checked_tickers >= 3 * expiries[expiry] // 2
 
 
 def test_updates_between_two_times_are_the_rows_in_stream_order(archived_run: ArchivedRun) -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from optionstream_pipeline.cli import main
+from optionstream_pipeline.query.cli import expiry_date
 from optionstream_pipeline.query.database import archive_span, open_archive
 from optionstream_pipeline_tests.archive.scenario import ArchivedRun
 
@@ -46,6 +47,14 @@ def test_chain_table_and_updates_to_parquet(config: str, archived_run: ArchivedR
     assert main(["query", "--config", config, "chain", expiry, "--at", (first + (last - first) / 2).isoformat()]) == 0
     table = capsys.readouterr().out
     assert "call_bid" in table and "put_reliable" in table and "strike" in table
+    assert "call_mark_iv" in table and "put_delta" in table  # the ticker beside the book
+    moment = (first + (last - first) / 2).isoformat()
+    assert main(["query", "--config", config, "--csv", "smile", expiry, "--at", moment]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("strike,call_mark_iv,call_bid_iv,call_ask_iv,call_delta,put_mark_iv")
+    expected = connection.execute("SELECT * FROM smile_at(?, ?)", [expiry_date(expiry), moment]).fetchall()
+    assert len(rows) == len(expected) > 0
+    assert [float(row.split(",")[0]) for row in rows] == [row[0] for row in expected]
     target = tmp_path / "updates.parquet"
     arguments = ["--from", first.isoformat(), "--to", last.isoformat()]
     assert main(["query", "--config", config, "--parquet", str(target), "updates", name, *arguments]) == 0

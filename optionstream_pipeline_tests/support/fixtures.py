@@ -18,6 +18,14 @@ def recorded_frames() -> list[dict]:
     return [msgspec.json.decode(line.split(": ", 1)[1]) for line in lines]
 
 
+def recorded_ticker_messages() -> list[dict]:
+    return [
+        frame["params"]["data"]
+        for frame in recorded_frames()
+        if frame.get("params", {}).get("channel", "").startswith("ticker.")
+    ]
+
+
 def recorded_book_messages() -> list[dict]:
     return [
         frame["params"]["data"]

@@ -11,9 +11,9 @@ from optionstream_pipeline_tests.support.waiting import wait_until
 class TopicLog:
     """Every record of every partition of a topic from the beginning, accumulated across calls."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, records: str = "book") -> None:
         self.records: list[TopicRecord] = []
-        self._reader = TopicReader(bootstrap, topic)
+        self._reader = TopicReader(bootstrap, topic, records=records)
 
     def read_until(
         self, done: Callable[[list[TopicRecord]], bool], timeout: float, what: str = ""

@@ -4,6 +4,7 @@ its audits)."""
 
 from optionstream_pipeline.orchestration.assets.archive import (
     ARCHIVE_ASSET_KEY,
+    TICKER_ARCHIVE_ASSET_KEY,
     build_archive_asset,
     build_archive_checks,
 )
@@ -16,6 +17,7 @@ from optionstream_pipeline.orchestration.assets.discovery import UNIVERSE_ASSET_
 
 __all__ = [
     "ARCHIVE_ASSET_KEY",
+    "TICKER_ARCHIVE_ASSET_KEY",
     "TOPIC_ASSET_KEY",
     "UNIVERSE_ASSET_KEY",
     "btc_option_universe",

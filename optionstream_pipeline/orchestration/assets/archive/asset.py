@@ -1,4 +1,5 @@
-"""The archive asset: one partition key per Kafka partition of the topic, each archived on its own.
+"""The archive assets: the book topic's table and the ticker topic's, one partition key per Kafka
+partition (the two topics have the same partitions), each archived on its own.
 
 A materialization of key ``"3"`` runs :class:`~optionstream_pipeline.archive.partition.PartitionArchiver`
 for Kafka partition 3: from where the archive ended to the end of the partition, exactly once. Keys
@@ -22,20 +23,35 @@ from dagster import (
 )
 
 from optionstream_pipeline.archive.partition import PartitionReport
-from optionstream_pipeline.archive.run import archive_store, archiver
-from optionstream_pipeline.archive.schema import COLUMNS
+from optionstream_pipeline.archive.run import archive_store, archived_tables, archiver
+from optionstream_pipeline.archive.tables import BOOK, TICKER, Table
 from optionstream_pipeline.config import Settings
 from optionstream_pipeline.orchestration.assets.capture.topic import TOPIC_ASSET_KEY
 from optionstream_pipeline.orchestration.resources import OptionStreamSettings
 
 ARCHIVE_ASSET_KEY = AssetKey(["archive", "deribit_option_books"])
+TICKER_ARCHIVE_ASSET_KEY = AssetKey(["archive", "deribit_option_tickers"])
 PROGRESS_EVERY_S = 10.0
-COLUMN_SCHEMA = TableSchema(
-    columns=[
-        TableColumn(name, str(kind.value_type if pa.types.is_dictionary(kind) else kind), description=meaning)
-        for name, kind, meaning in COLUMNS
-    ]
-)
+DESCRIPTIONS = {
+    BOOK.name: "The book topic in Parquet (archive.path/book), exactly once: one row per price-level update, "
+    "Hive-partitioned by date and hour. One partition key per Kafka partition; see docs/archive-schema.md.",
+    TICKER.name: "The ticker topic in Parquet (archive.path/ticker), exactly once: one row per Deribit ticker "
+    "(IVs, mark, greeks, underlying), Tardis options_chain columns; see docs/archive-schema.md.",
+}
+
+
+def column_schema(table: Table) -> TableSchema:
+    """The table's columns as the Dagster UI shows them, from the Parquet schema's own descriptions."""
+    return TableSchema(
+        columns=[
+            TableColumn(
+                field.name,
+                str(field.type.value_type if pa.types.is_dictionary(field.type) else field.type),
+                description=field.metadata[b"description"].decode(),
+            )
+            for field in table.schema
+        ]
+    )
 
 
 def kafka_partitions(partitions: int) -> StaticPartitionsDefinition:
@@ -43,30 +59,32 @@ def kafka_partitions(partitions: int) -> StaticPartitionsDefinition:
     return StaticPartitionsDefinition([str(partition) for partition in range(partitions)])
 
 
-def build_archive_asset(partitions: int) -> AssetsDefinition:
+def build_archive_asset(partitions: int, table: Table = BOOK) -> AssetsDefinition:
+    """The archive asset of one table (``BOOK``: ``archive/deribit_option_books``; ``TICKER``: ``.._tickers``)."""
+
     @asset(
-        key=ARCHIVE_ASSET_KEY,
+        key=ARCHIVE_ASSET_KEY if table is BOOK else TICKER_ARCHIVE_ASSET_KEY,
         partitions_def=kafka_partitions(partitions),
         deps=[TOPIC_ASSET_KEY],
         group_name="archive",
         kinds={"parquet"},
-        description="The book topic in Parquet (archive.path), exactly once: one row per price-level update, "
-        "Hive-partitioned by date and hour. One partition key per Kafka partition; see docs/archive-schema.md.",
+        description=DESCRIPTIONS[table.name],
     )
-    def deribit_option_books_archive(
-        context: AssetExecutionContext, optionstream: OptionStreamSettings
-    ) -> MaterializeResult:
+    def archive_asset(context: AssetExecutionContext, optionstream: OptionStreamSettings) -> MaterializeResult:
         settings = optionstream.settings()
-        report = archiver(settings, int(context.partition_key), ProgressLog(context)).run()
+        if table not in archived_tables(settings):
+            context.log.info(f"{settings.kafka.ticker_topic} does not exist yet: nothing to archive")
+            return MaterializeResult(metadata={"plan": MetadataValue.text("the ticker topic does not exist yet")})
+        report = archiver(settings, int(context.partition_key), ProgressLog(context), table).run()
         context.log.info(
-            f"partition {report.partition}: {report.records} records, {report.rows} rows in {len(report.files)} "
-            f"files; {report.plan}"
+            f"{report.topic} partition {report.partition}: {report.records} records, {report.rows} rows in "
+            f"{len(report.files)} files; {report.plan}"
         )
         if report.hole is not None:
-            context.log.error(f"partition {report.partition}: {report.plan}")
-        return MaterializeResult(metadata=archive_metadata(report, settings))
+            context.log.error(f"{report.topic} partition {report.partition}: {report.plan}")
+        return MaterializeResult(metadata=archive_metadata(report, settings, table))
 
-    return deribit_option_books_archive
+    return archive_asset
 
 
 class ProgressLog:
@@ -83,13 +101,13 @@ class ProgressLog:
             self.context.log.info(f"partition {report.partition}: {report.records:,} records archived, {lag}")
 
 
-def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, MetadataValue]:
+def archive_metadata(report: PartitionReport, settings: Settings, table: Table = BOOK) -> dict[str, MetadataValue]:
     store = archive_store(settings)
-    held = store.live_files(settings.kafka.topic, report.partition)
+    held = store.live_files(report.topic, report.partition)
     total_rows = sum(store.footer(file).num_rows for file in held)
     metadata: dict[str, MetadataValue] = {
         "dagster/row_count": MetadataValue.int(total_rows),
-        "dagster/column_schema": MetadataValue.table_schema(COLUMN_SCHEMA),
+        "dagster/column_schema": MetadataValue.table_schema(column_schema(table)),
         "rows": MetadataValue.int(report.rows),
         "records": MetadataValue.int(report.records),
         "files": MetadataValue.int(len(report.files)),
@@ -100,7 +118,7 @@ def archive_metadata(report: PartitionReport, settings: Settings) -> dict[str, M
         "incarnation": MetadataValue.int(report.incarnation),
         "plan": MetadataValue.text(report.plan),
         "duration_s": MetadataValue.float(round(report.duration_s, 3)),
-        "path": MetadataValue.path(f"{store.location}/book"),
+        "path": MetadataValue.path(f"{store.location}/{table.name}"),
     }
     if report.first_offset is not None:
         metadata["first_offset"] = MetadataValue.int(report.first_offset)
