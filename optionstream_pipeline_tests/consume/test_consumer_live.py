@@ -88,7 +88,7 @@ def live_run(kafka_bootstrap: str, kafka_admin: AdminClient) -> Iterator[LiveRun
 
         with running_capture(settings, instruments) as capture:
             wait_subscribed(capture, len(instruments))
-            follow_until(lambda: capture.engine.stats().delivered >= 400, 20, "400 records delivered")
+            follow_until(lambda: capture.engine.stats().messages_in >= 400, 20, "400 book messages in")
             latest = Followed(BookConsumer(kafka_bootstrap, topic, "latest"))
             followers.append(latest)
             follow_until(lambda: len(latest.seen) >= 3, 20, "the mid-stream consumer seeing updates")

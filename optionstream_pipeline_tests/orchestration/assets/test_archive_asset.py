@@ -89,7 +89,7 @@ def test_a_materialization_archives_its_kafka_partition_and_says_what_it_holds(
 def test_the_schedule_launches_every_partition_not_still_running(monkeypatch: pytest.MonkeyPatch) -> None:
     optionstream = settings_resource(**{"kafka.partitions": PARTITIONS})
     archive = build_archive_asset(PARTITIONS)
-    job = build_archive_job(archive.partitions_def)
+    job = build_archive_job(archive.partitions_def, tickers=False)  # the book asset alone
     defs = Definitions(
         assets=[archive, deribit_option_books],
         jobs=[job],
