@@ -89,6 +89,7 @@ class PartitionArchiver:
     ) -> None:
         self.table = table
         self.store = store
+        store.table_of[topic] = table.name
         self.connection = connection
         self.topic = topic
         self.partition = partition

@@ -74,13 +74,15 @@ class ArchiveStore:
         self.storage = storage.storage_for(root, lease_s)
         self.location = self.storage.location
         self.row_group_rows = row_group_rows
+        self.table_of: dict[str, str] = {}  # topic -> its table, once an archiver said: one listing, not two
 
     # -- reading ------------------------------------------------------------------------------
 
     def files(self, topic: str | None = None, partition: int | None = None) -> list[ArchiveFile]:
         """Every archive file of every table (of one topic and partition), by offset; temporary files left out."""
         found = []
-        for path in (path for table in TABLES for path in self.storage.list(table)):
+        tables = [self.table_of[topic]] if topic in self.table_of else TABLES
+        for path in (path for table in tables for path in self.storage.list(table)):
             file = ArchiveFile.parse(path)
             if file is None:
                 continue
@@ -177,7 +179,7 @@ class ArchiveStore:
         prefix = f"{TEMPORARY_PREFIX}{topic}+{partition}+"
         leftovers = [
             path
-            for table in (*TABLES, CHECKPOINTS)
+            for table in ((self.table_of[topic],) if topic in self.table_of else TABLES) + (CHECKPOINTS,)
             for path in self.storage.list(table)
             if path.rpartition("/")[2].startswith(prefix) and path.endswith(".tmp")
         ]

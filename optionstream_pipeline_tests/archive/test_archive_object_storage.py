@@ -45,7 +45,7 @@ from optionstream_pipeline_tests.support.waiting import wait_until
 
 PARTITIONS = 3
 TOTAL, STEP = 18_000, 900  # two hours of book time: the first hour closes half-way
-LEASE_S = 1.0  # a killed run's lease holds the next run back at most this long
+LEASE_S = 2.0  # a killed run's lease holds the next run back at most this long
 NAMED_KILLS = [
     (4_000, MID_WRITE, 2),
     (4_000, AFTER_RENAME, 3),
@@ -68,6 +68,7 @@ def _config(path: Path, bootstrap: str, topic: str, location: str) -> Path:
         yaml.safe_dump(
             {
                 "kafka": {"brokers": [bootstrap], "topic": topic},
+                "deribit": {"tickers": False},  # a book topic alone (its ticker topic is never created)
                 "archive": {"path": location, "max_records_per_file": 150, "row_group_rows": 1024, "lease_s": LEASE_S},
             }
         )
