@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from datetime import UTC
 
@@ -26,7 +25,7 @@ from optionstream_pipeline.query.cli import moment
 from optionstream_pipeline.query.database import NoArchive
 from optionstream_pipeline.replay.loading import open_replay
 from optionstream_pipeline.replay.source import ArchiveSource
-from optionstream_pipeline.simulator.server import DeribitSimulator
+from optionstream_pipeline.simulator.server import DeribitSimulator, serve_until_signalled
 from optionstream_pipeline.simulator.settings import SimulatorSettings
 
 log = logging.getLogger(__name__)
@@ -87,14 +86,4 @@ def run_replay_command(args: argparse.Namespace) -> int:
 async def serve(source: ArchiveSource, host: str, port: int) -> int:
     """The simulator's server around ``source`` until SIGINT/SIGTERM (no fault-injection methods)."""
     simulator = DeribitSimulator(SimulatorSettings(host=host, port=port, control_methods=False), source=source)
-    await simulator.start()
-    log.info("replay listening on %s", simulator.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await simulator.stop()
-    return 0
+    return await serve_until_signalled(simulator, lambda url: log.info("replay listening on %s", url))

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import ssl
 import sys
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import msgspec
 
 from optionstream_pipeline.simulator.credits import RateLimits
-from optionstream_pipeline.simulator.server import DeribitSimulator
+from optionstream_pipeline.simulator.server import DeribitSimulator, serve_until_signalled
 from optionstream_pipeline.simulator.settings import SimulatorSettings
 
 DEFAULT_PORT = 8765
@@ -123,18 +122,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 async def _simulate(settings: SimulatorSettings, ssl_context: ssl.SSLContext | None = None) -> int:
-    simulator = DeribitSimulator(settings, ssl_context)
-    await simulator.start()
-    print(simulator.url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await simulator.stop()
-    return 0
+    return await serve_until_signalled(DeribitSimulator(settings, ssl_context), lambda url: print(url, flush=True))
 
 
 # -- simulate-control -----------------------------------------------------------------------------

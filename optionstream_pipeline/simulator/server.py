@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import signal
 import ssl
 import threading
 from collections.abc import Callable
@@ -308,3 +309,18 @@ class SimulatorThread:
             await self._stop.wait()
         finally:
             await self.simulator.stop()
+
+
+async def serve_until_signalled(simulator: DeribitSimulator, announce: Callable[[str], None]) -> int:
+    """Start ``simulator``, hand its URL to ``announce``, serve until SIGINT or SIGTERM, then stop it."""
+    await simulator.start()
+    announce(simulator.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    return 0

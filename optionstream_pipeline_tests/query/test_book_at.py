@@ -88,8 +88,10 @@ def test_the_chain_of_one_expiry_shows_books_beside_their_latest_ticker_by_strik
 ) -> None:
     replay = Replay.of_partitions(archived_run.records)
     connection = open_archive(archived_run.settings.archive.path, ":memory:")
-    with TopicLog(kafka_bootstrap, archived_run.settings.kafka.ticker_topic, records="ticker") as log:
-        ticker_records = log.read_until(lambda rs: len(rs) >= 1000, 30, "ticker records")
+    ticker_topic = archived_run.settings.kafka.ticker_topic
+    archived = sum(r.records for one_pass in archived_run.passes for r in one_pass if r.topic == ticker_topic)
+    with TopicLog(kafka_bootstrap, ticker_topic, records="ticker") as log:  # every archived one, no fewer
+        ticker_records = log.read_until(lambda rs: len(rs) >= archived, 30, "every archived ticker record")
     first, last = archive_span(connection)
     expiries = Counter(name.split("-")[1] for name in {r.record.instrument for r in archived_run.records})
     expiry = expiries.most_common(1)[0][0]  # the one with the most strikes
