@@ -52,7 +52,7 @@ def open_replay(
     log.info("replay window %s to %s: %d books at the start, %d channels", start, stop, len(seeds), len(channels))
     reader = connection.cursor()  # the loader thread's own connection to the same database
     feed = PrefetchFeed(window_events(reader, tickers, start, stop))
-    return ArchiveSource(feed, start, stop, seeds, channels, speed, start_delay_s)
+    return ArchiveSource(feed, start, stop, seeds, channels, speed, start_delay_s, session_ends(connection))
 
 
 def ticker_source(connection: duckdb.DuckDBPyConnection, root: str | Path) -> str | None:
@@ -62,13 +62,18 @@ def ticker_source(connection: duckdb.DuckDBPyConnection, root: str | Path) -> st
     return "ticker" if files else None
 
 
+def session_ends(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Each capture session's last ``book_time`` (µs): where the replay ends a killed session's books."""
+    return dict(connection.execute("SELECT capture_id, ended_us FROM session_ends").fetchall())
+
+
 def seed_books(connection: duckdb.DuckDBPyConnection, start: datetime) -> list[SeedBook]:
     """Every book at ``start`` (``books_at``), with the channel interval of its last record."""
     rows = connection.execute(
         """
         WITH intervals AS (SELECT symbol, arg_max(interval, book_time) AS interval
                            FROM book_records_at($1) GROUP BY symbol)
-        SELECT b.symbol, i.interval, b.reliable, b.change_id, b.exchange_time, b.bids, b.asks
+        SELECT b.symbol, i.interval, b.reliable, b.change_id, b.exchange_time, b.bids, b.asks, b.capture_id
         FROM books_at($1) b JOIN intervals i USING (symbol) ORDER BY b.symbol
         """,
         [start],
@@ -82,8 +87,9 @@ def seed_books(connection: duckdb.DuckDBPyConnection, start: datetime) -> list[S
             epoch_us(exchange_time) // 1000 if exchange_time is not None else 0,
             [(level["price"], level["amount"]) for level in bids],
             [(level["price"], level["amount"]) for level in asks],
+            capture_id,
         )
-        for symbol, interval, reliable, change_id, exchange_time, bids, asks in rows
+        for symbol, interval, reliable, change_id, exchange_time, bids, asks, capture_id in rows
     ]
 
 

@@ -19,7 +19,9 @@ the tests drive it with rows and a hand-moved clock.
   sent (nor applied) until its next archived snapshot, and a session subscribing then gets no
   snapshot until that one. A book not reliable at ``start`` (no snapshot yet, after a marker, its
   capture session ended) starts unsynced too: a Deribit client is never sent a change it cannot
-  apply.
+  apply. A capture session that ends inside the window without markers (its process was killed)
+  leaves its books unsynced once the clock passes its last record, as ``books_at`` judges them
+  from then on: a client subscribing then gets their snapshot only after the next session's.
 - **Tickers** are sent as archived, interleaved with the books on the same clock; nothing is sent on
   subscribe (the next archived ticker follows, as Deribit's next 100 ms ticker would).
 """
@@ -28,7 +30,8 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,6 +64,7 @@ class BookEvent:
     instrument: str
     interval: str
     kind: str  # snapshot, change, gap, disconnect or unsubscribed
+    capture_id: str  # the capture session that wrote it
     timestamp_ms: int
     change_id: int | None
     prev_change_id: int | None
@@ -116,6 +120,7 @@ def _book_event(rows: list[dict]) -> BookEvent:
         first["symbol"],
         first["interval"],
         first["record_type"],
+        first["capture_id"],
         epoch_us(first["timestamp"]) // 1000,
         first["change_id"],
         first["prev_change_id"],
@@ -175,6 +180,7 @@ class Book:
     timestamp_ms: int = 0
     change_id: int | None = None
     synced: bool = False
+    capture_id: str | None = None  # the session of its last snapshot or change
     bids: dict[float, float] = field(default_factory=dict)
     asks: dict[float, float] = field(default_factory=dict)
 
@@ -199,7 +205,7 @@ class Book:
                     side.pop(price, None)
                 else:
                     side[price] = amount
-        self.timestamp_ms, self.change_id = event.timestamp_ms, event.change_id
+        self.timestamp_ms, self.change_id, self.capture_id = event.timestamp_ms, event.change_id, event.capture_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +219,7 @@ class SeedBook:
     timestamp_ms: int
     bids: list[tuple[float, float]]
     asks: list[tuple[float, float]]
+    capture_id: str | None = None  # the session of its last record
 
 
 @dataclass
@@ -223,11 +230,13 @@ class Played:
     tickers: int = 0
     held_back: int = 0  # changes of unsynced books, not sent
     markers: int = 0
+    sessions_ended: int = 0  # capture sessions that ended without markers inside the window
 
     def __str__(self) -> str:
         return (
             f"{self.book_records} book records ({self.markers} markers not sent, {self.held_back} changes of "
-            f"unsynced books held back), {self.tickers} tickers"
+            f"unsynced books held back, {self.sessions_ended} capture sessions ended without markers), "
+            f"{self.tickers} tickers"
         )
 
 
@@ -245,6 +254,7 @@ class ArchiveSource:
         channels: Iterable[str],
         speed: float | None = 1.0,
         start_delay_s: float = 0.0,
+        session_ends: Mapping[str, int] | None = None,
     ) -> None:
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be above 0, got {speed!r}")
@@ -259,6 +269,8 @@ class ArchiveSource:
         self.finished = False
         self.played = Played()
         self._index: float | None = None
+        ends = (session_ends or {}).items()
+        self._endings = deque(sorted((us, capture_id) for capture_id, us in ends if self.start_us <= us < self.stop_us))
 
     # -- the DataSource protocol --------------------------------------------------------------
 
@@ -290,9 +302,13 @@ class ArchiveSource:
             self._play(exchange, event)
         else:
             return
-        self.position_us = max(self.position_us, min(target, self.stop_us))
-        if self.feed.done and (self.speed is None or target >= self.stop_us):
-            self.position_us, self.finished = self.stop_us, True
+        if self.speed is not None:
+            self.position_us = max(self.position_us, min(target, self.stop_us))
+        elif self.feed.done:  # as fast as possible: the clock stands at the last event played until the end
+            self.position_us = self.stop_us
+        self._end_sessions_before(self.position_us)
+        if self.feed.done and self.position_us >= self.stop_us:
+            self.finished = True
             log.info("replay finished: the window to %s is played out (%s); connections stay open",
                      _shown(self.stop_us), self.played)  # fmt: skip
 
@@ -332,6 +348,7 @@ class ArchiveSource:
     # -- events -------------------------------------------------------------------------------
 
     def _play(self, exchange, event: Event) -> None:
+        self._end_sessions_before(event.key[0])
         if isinstance(event, TickerEvent):
             self.played.tickers += 1
             self._index = event.data.get("index_price", self._index)
@@ -340,6 +357,17 @@ class ArchiveSource:
             self._play_book(exchange, event)
         if self.speed is None:
             self.position_us = max(self.position_us, event.key[0])
+
+    def _end_sessions_before(self, moment_us: int) -> None:
+        """Capture sessions whose last record is before ``moment_us`` and that left no marker (their
+        process was killed): their books are not known from then on (``books_at`` says the same),
+        until a later snapshot of each."""
+        while self._endings and self._endings[0][0] < moment_us:
+            _, capture_id = self._endings.popleft()
+            self.played.sessions_ended += 1
+            for book in self.books.values():
+                if book.capture_id == capture_id:
+                    book.synced = False
 
     def _play_book(self, exchange, event: BookEvent) -> None:
         self.played.book_records += 1
@@ -367,7 +395,7 @@ def _notification(event: BookEvent) -> dict:
 def _seeded(seed: SeedBook) -> Book:
     if not seed.reliable:
         return Book()
-    return Book(seed.timestamp_ms, seed.change_id, True, dict(seed.bids), dict(seed.asks))
+    return Book(seed.timestamp_ms, seed.change_id, True, seed.capture_id, dict(seed.bids), dict(seed.asks))
 
 
 def _instrument(name: str, parsed: OptionName, number: int, start_us: int) -> Instrument:

@@ -8,11 +8,6 @@ unsubscribed books, a capture session killed without markers and a new topic inc
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,10 +20,10 @@ from optionstream_pipeline.cli import main
 from optionstream_pipeline.query.database import open_archive
 from optionstream_pipeline_tests.archive.synthetic import Archive
 from optionstream_pipeline_tests.support.books import T0, as_time
+from optionstream_pipeline_tests.support.replay_server import DEADLINE_S, ReplayServer
 
 START = as_time(T0 * 1000) + timedelta(minutes=50)  # 08:50: across 09:00, the incarnation change, the
 STOP = as_time(T0 * 1000) + timedelta(hours=3, minutes=30)  # empty hour, the killed session: to 11:30
-DEADLINE_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -38,47 +33,11 @@ def config(synthetic_archive: Archive, tmp_path_factory: pytest.TempPathFactory)
     return str(path)
 
 
-class Server:
-    """The ``optionstream replay`` process; its log lines read by a thread (the pipe never fills)."""
-
-    def __init__(self, config: str, *arguments: str) -> None:
-        command = [sys.executable, "-m", "optionstream_pipeline.cli", "replay", "--config", config, "--port", "0"]
-        self.process = subprocess.Popen([*command, *arguments], stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout_s: float = DEADLINE_S) -> str:
-        """The first log line (from now on) containing ``text``; fails at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            self.log.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no log line with {text!r} within {timeout_s} s; log:\n{''.join(self.log)}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
 @pytest.fixture(scope="module")
-def server(config: str) -> Iterator[tuple[Server, str]]:
+def server(config: str) -> Iterator[ReplayServer]:
     window = ["--from", START.isoformat(), "--to", STOP.isoformat()]
-    replay = Server(config, *window, "--as-fast-as-possible", "--start-delay", "0.2")
-    try:
-        url = replay.wait_for("replay listening on").rsplit(" ", 1)[1].strip()
-        yield replay, url
-    finally:
-        replay.stop()
+    with ReplayServer(config, *window, "--as-fast-as-possible", "--start-delay", "0.2") as replay:
+        yield replay
 
 
 def call(ws, request_id: int, method: str, **params) -> object:
@@ -138,9 +97,9 @@ def rebuilt(received: list[dict]) -> dict[str, tuple[list, list]]:
 
 
 def test_a_deribit_client_gets_the_book_at_the_start_then_every_change_in_order(
-    server: tuple[Server, str], synthetic_archive: Archive
+    server: ReplayServer, synthetic_archive: Archive
 ) -> None:
-    replay, url = server
+    replay, url = server, server.url
     connection = open_archive(synthetic_archive.root, ":memory:")
     with connect(url) as ws:
         call(ws, 1, "public/hello", client_name="my-strategy", client_version="1.0")
@@ -214,19 +173,15 @@ def read_until_quiet(ws, quiet_s: float) -> list[dict]:
 
 def test_two_clients_in_step_on_one_clock_and_a_late_joiner_continues_in_step(config: str) -> None:
     window = ["--from", START.isoformat(), "--to", (START + timedelta(minutes=20)).isoformat()]
-    replay = Server(config, *window, "--speed", "600", "--start-delay", "0")  # 20 minutes in 2 s
-    try:
-        url = replay.wait_for("replay listening on").rsplit(" ", 1)[1].strip()
-        with connect(url) as first, connect(url) as late:
-            channels = subscribe_all(first)
-            early = []
-            while sum(data["type"] == "change" for data in early) < 20:  # the clock is well into the window
-                early.append(json.loads(first.recv(timeout=DEADLINE_S))["params"]["data"])
-            assert subscribe_all(late) == channels
-            replay.wait_for("replay finished")
-            early, joined = early + read_until_quiet(first, 0.5), read_until_quiet(late, 0.5)
-    finally:
-        replay.stop()
+    replay = ReplayServer(config, *window, "--speed", "600", "--start-delay", "0")  # 20 minutes in 2 s
+    with replay, connect(replay.url) as first, connect(replay.url) as late:
+        channels = subscribe_all(first)
+        early = []
+        while sum(data["type"] == "change" for data in early) < 20:  # the clock is well into the window
+            early.append(json.loads(first.recv(timeout=DEADLINE_S))["params"]["data"])
+        assert subscribe_all(late) == channels
+        replay.wait_for("replay finished")
+        early, joined = early + read_until_quiet(first, 0.5), read_until_quiet(late, 0.5)
     snapshots = [data for data in joined[:channels] if data["type"] == "snapshot"]
     following = joined[len(snapshots) :]
     assert snapshots and following, "the late client joined before or after the window played"

@@ -17,6 +17,7 @@ from optionstream_pipeline.replay.source import (
     ListFeed,
     SeedBook,
     book_events,
+    epoch_us,
     merged,
     ticker_events,
 )
@@ -45,9 +46,9 @@ class Rows:
     def __init__(self, partition: int = 0) -> None:
         self.partition, self.offset, self.rows = partition, 0, []
 
-    def record(self, kind: str, name: str, ms: int, change_id=None, prev=None, bids=(), asks=()) -> None:
+    def record(self, kind: str, name: str, ms: int, change_id=None, prev=None, bids=(), asks=(), session="a") -> None:
         base = {"symbol": name, "interval": "100ms", "record_type": kind, "book_time": at(ms), "timestamp": at(ms),
-                "change_id": change_id, "prev_change_id": prev, "topic_incarnation": 0,
+                "change_id": change_id, "prev_change_id": prev, "capture_id": session, "topic_incarnation": 0,
                 "kafka_partition": self.partition, "kafka_offset": self.offset}  # fmt: skip
         levels = [("bid", i, v) for i, v in enumerate(bids)] + [("ask", i, v) for i, v in enumerate(asks)]
         for side, level, (action, price, amount) in levels:
@@ -68,16 +69,18 @@ def ticker_row(name: str, ms: int, offset: int, index: float = 100_000.0) -> dic
 
 
 T1_MS = int(T1.timestamp() * 1000) - 5  # the seeded book's last change, 5 ms before T1
-SEED_X = SeedBook(X, "100ms", True, 10, T1_MS, [(0.02, 2.0), (0.01, 1.0)], [(0.03, 3.0)])
+SEED_X = SeedBook(X, "100ms", True, 10, T1_MS, [(0.02, 2.0), (0.01, 1.0)], [(0.03, 3.0)], "a")
 
 
-def replay(rows: Rows | list, tickers=(), seeds=(SEED_X,), speed: float | None = 1.0, channels=None, delay=0.0):
+def replay(
+    rows: Rows | list, tickers=(), seeds=(SEED_X,), speed: float | None = 1.0, channels=None, delay=0.0, ends=None
+):
     """An Exchange serving an ArchiveSource of these rows (the clock: the ``now`` the test passes)."""
     records = list(book_events(rows.rows if isinstance(rows, Rows) else rows))
     events = list(merged(records, ticker_events(tickers)))
     if channels is None:
         channels = {e.channel for e in events}
-    source = ArchiveSource(ListFeed(events), T1, T2, seeds, channels, speed, delay)
+    source = ArchiveSource(ListFeed(events), T1, T2, seeds, channels, speed, delay, ends)
     exchange = Exchange(SimulatorSettings(control_methods=False, clock=lambda: 0.0), source, 0.0)
     return exchange, source
 
@@ -216,6 +219,27 @@ def test_a_book_without_a_snapshot_sends_nothing_until_its_next_snapshot() -> No
     assert notifications(early) == notifications(late) == []  # its change is held back
     exchange.advance(0.35)
     assert summary(early) == summary(late) == [(BOOK_Y, "snapshot", 42, None), (BOOK_Y, "change", 43, 42)]
+
+
+def test_a_capture_session_killed_without_markers_leaves_its_books_unknown_after_its_last_record() -> None:
+    rows = Rows()
+    rows.record("change", X, 100, 12, 10, bids=[("change", 0.02, 7.0)])
+    rows.record("snapshot", Y, 150, 50, asks=[("new", 0.05, 1.0)])  # session a's last record: then it is killed
+    rows.record("snapshot", Y, 400, 60, asks=[("new", 0.06, 1.0)], session="b")  # the next session: Y only
+    exchange, source = replay(rows, ends={"a": epoch_us(at(150)), "b": epoch_us(at(400))})
+    early, late = connect(exchange), connect(exchange)
+    subscribe(exchange, early, BOOK_X, BOOK_Y)
+    exchange.advance(0.3)  # the clock stands past session a's last record
+    subscribe(exchange, late, BOOK_X, BOOK_Y, now=0.3)
+    assert notifications(late) == []  # neither book is known now: books_at calls both unreliable
+    exchange.advance(0.4)  # the clock at session b's snapshot
+    expected = [(BOOK_X, "snapshot", 10, None), (BOOK_X, "change", 12, 10), (BOOK_Y, "snapshot", 50, None)]
+    assert summary(early) == [*expected, (BOOK_Y, "snapshot", 60, None)]
+    assert summary(late) == [(BOOK_Y, "snapshot", 60, None)]  # Y known again from session b's snapshot
+    assert source.played.sessions_ended == 1
+    exchange.advance(0.6)  # session b's last record passed too: it ended without markers as well
+    subscribe(exchange, connect(exchange), BOOK_Y, now=0.6)
+    assert source.played.sessions_ended == 2 and not source.books[BOOK_Y].synced
 
 
 def test_speed_plays_exchange_time_faster_on_the_clock_passed_in() -> None:
