@@ -331,6 +331,10 @@ class ArchiveSource:
         """The index price of the last ticker played (``None`` before any)."""
         return self._index
 
+    def time_ms(self, now_s: float) -> int:
+        """``public/get_time``: the replay clock (exchange time played up to), as Deribit's time."""
+        return self.clock_us(now_s) // 1000
+
     # -- the clock ----------------------------------------------------------------------------
 
     def clock_us(self, now_s: float) -> int:

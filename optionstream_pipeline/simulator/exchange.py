@@ -170,6 +170,9 @@ class DataSource(Protocol):
     def index_price(self) -> float | None:
         """The BTC index (``btc_usd``) now, or ``None`` when the source has none."""
 
+    def time_ms(self, now_s: float) -> int:
+        """The exchange's clock at real time ``now_s`` (``public/get_time``): a replay's own clock."""
+
 
 class MarketSource:
     """The normal data source: :class:`Market` books and tickers on ``100ms`` and ``raw`` channels."""
@@ -223,6 +226,9 @@ class MarketSource:
 
     def index_price(self) -> float | None:
         return round(self.market.underlying, 2)
+
+    def time_ms(self, now_s: float) -> int:
+        return int(now_s * 1000)
 
 
 class Exchange:
@@ -362,7 +368,7 @@ class Exchange:
         return {"version": self.settings.version}
 
     def _get_time(self, session: Session, params: dict, now_s: float) -> int:
-        return int(now_s * 1000)
+        return self.source.time_ms(now_s)
 
     def _set_heartbeat(self, session: Session, params: dict, now_s: float) -> str:
         interval = params.get("interval")

@@ -188,6 +188,9 @@ class LoadSource:
     def index_price(self) -> float | None:
         return LOAD_UNDERLYING
 
+    def time_ms(self, now_s: float) -> int:
+        return int(now_s * 1000)
+
 
 async def measure_throughput(url: str, seconds: float = 5.0, interval: str = "100ms", batch: int = 200) -> dict:
     """Subscribe to every book of a load-mode simulator at ``url`` and count what arrives.

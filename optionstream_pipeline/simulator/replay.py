@@ -132,6 +132,9 @@ class ReplaySource:
     def index_price(self) -> float | None:
         return None  # the recording has tickers, not the index itself
 
+    def time_ms(self, now_s: float) -> int:
+        return int(now_s * 1000)  # each session plays the recording from its own start: no one clock
+
     def instruments_json(self, currency: str, expired: bool) -> list[dict]:
         """Instrument objects for the options named in the recording's channels."""
         if expired:

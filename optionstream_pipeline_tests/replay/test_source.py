@@ -365,3 +365,16 @@ def test_heartbeats_and_test_requests_as_deribit() -> None:
 def test_a_speed_that_is_not_positive_is_refused() -> None:
     with pytest.raises(ValueError, match="speed must be above 0"):
         ArchiveSource(ListFeed([]), T1, T2, (), (), speed=0)
+
+
+def test_get_time_is_the_replay_clock() -> None:
+    rows = Rows()
+    rows.record("change", X, 100, 12, 10, bids=[("change", 0.02, 7.0)])
+    exchange, _ = replay(rows, speed=10.0)
+    session = connect(exchange)
+    start_ms = int(T1.timestamp() * 1000)
+    assert request(exchange, session, "public/get_time", 50.0) == start_ms  # stands at T1 until it starts
+    subscribe(exchange, session, BOOK_X, now=50.0)
+    exchange.advance(50.25)
+    assert summary(session) == [(BOOK_X, "snapshot", 10, None), (BOOK_X, "change", 12, 10)]
+    assert request(exchange, session, "public/get_time", 50.25) == start_ms + 2_500  # 10x real time
