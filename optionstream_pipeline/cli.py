@@ -2,6 +2,12 @@
 
 Each capability module owns its own sub-command through an ``add_parser(subparsers)`` function that
 registers the parser and sets ``func(args) -> int``; this file only collects them.
+
+Every command builds the whole parser, so building it stays light: a sub-command's module imports at
+its top what its parser needs, and imports the heavy libraries only its run needs (pyarrow and DuckDB
+for the archive, uvicorn for the web view), and the modules that bring them in, inside the function
+that runs it. ``optionstream capture --help`` and the capture process load none of them, nor Dagster
+(``test_layering``).
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from optionstream_pipeline.archive.partition import PartitionReport
-from optionstream_pipeline.archive.run import archive_topic, follow
-from optionstream_pipeline.archive.store import ArchiveError
 from optionstream_pipeline.config import ConfigError, add_config_argument, load_settings
 from optionstream_pipeline.kafka.admin import BrokerUnreachableError
+
+if TYPE_CHECKING:
+    from optionstream_pipeline.archive.partition import PartitionReport
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_archive_command(args: argparse.Namespace) -> int:
+    from optionstream_pipeline.archive.run import archive_topic, follow
+    from optionstream_pipeline.archive.store import ArchiveError
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

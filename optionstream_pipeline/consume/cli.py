@@ -34,7 +34,6 @@ from optionstream_pipeline.consume.selection import Selection
 from optionstream_pipeline.consume.view import Activity, TopOfBook, chain_order, top_of_book
 from optionstream_pipeline.deribit.instruments import InstrumentNameError
 from optionstream_pipeline.query.cli import moment
-from optionstream_pipeline.query.database import NoArchive
 
 REFRESH_S = 0.5
 
@@ -76,6 +75,8 @@ def selection_of(args: argparse.Namespace) -> Selection:
 
 
 def run_consume(args: argparse.Namespace) -> int:
+    from optionstream_pipeline.query.database import NoArchive
+
     try:
         settings = load_settings(args.config)
         selection = selection_of(args)

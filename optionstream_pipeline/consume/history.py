@@ -20,7 +20,6 @@ from pathlib import Path
 
 from optionstream_pipeline.consume.books import WAITING, OrderBook, session_ended
 from optionstream_pipeline.kafka.reader import TopicRecord
-from optionstream_pipeline.query.database import NoArchive, archive_span, open_archive
 from optionstream_pipeline.query.series import SESSION_ENDED
 
 
@@ -82,6 +81,9 @@ class Handover:
 def handover_at(root: str | Path, topic: str, moment: datetime) -> Handover:
     """The archive's books at ``moment`` and each partition's last record then (raises
     :class:`~optionstream_pipeline.query.database.NoArchive` naming what the archive does hold)."""
+    # DuckDB only here: a consumer that starts live (and the capture command line) never loads it.
+    from optionstream_pipeline.query.database import NoArchive, archive_span, open_archive
+
     connection = open_archive(root)
     try:
         topics = sorted(row[0] for row in connection.execute("SELECT DISTINCT topic FROM book_files").fetchall())

@@ -19,11 +19,12 @@ import csv
 import re
 import sys
 from datetime import UTC, date, datetime
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from optionstream_pipeline.config import ConfigError, add_config_argument, load_settings
-from optionstream_pipeline.query.database import NoArchive, check_time, check_window, open_archive
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,6 +108,10 @@ CHAIN_COLUMNS = (
 
 
 def run_query_command(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from optionstream_pipeline.query.database import NoArchive, open_archive
+
     try:
         settings = load_settings(args.config)
         connection = open_archive(settings.archive.path)
@@ -130,6 +135,8 @@ def run_query_command(args: argparse.Namespace) -> int:
 
 
 def build_query(connection: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> duckdb.DuckDBPyRelation:
+    from optionstream_pipeline.query.database import check_time, check_window
+
     if args.query == "book":
         check_time(connection, args.at)
         return connection.sql(

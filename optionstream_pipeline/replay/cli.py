@@ -17,16 +17,15 @@ import asyncio
 import logging
 import sys
 from datetime import UTC
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from optionstream_pipeline.config import ConfigError, add_config_argument, load_settings
 from optionstream_pipeline.query.cli import moment
-from optionstream_pipeline.query.database import NoArchive
-from optionstream_pipeline.replay.loading import open_replay
-from optionstream_pipeline.replay.source import ArchiveSource
 from optionstream_pipeline.simulator.server import DeribitSimulator, serve_until_signalled
 from optionstream_pipeline.simulator.settings import SimulatorSettings
+
+if TYPE_CHECKING:
+    from optionstream_pipeline.replay.source import ArchiveSource
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8001  # tardis-machine's WebSocket port
@@ -69,6 +68,11 @@ def speed(text: str) -> float:
 
 
 def run_replay_command(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from optionstream_pipeline.query.database import NoArchive
+    from optionstream_pipeline.replay.loading import open_replay
+
     start, stop = args.start.astimezone(UTC), args.stop.astimezone(UTC)
     try:
         settings = load_settings(args.config)

@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import uvicorn
 from confluent_kafka import KafkaException
 
 from optionstream_pipeline.config import ConfigError, Settings, add_config_argument, load_settings
@@ -25,9 +25,10 @@ from optionstream_pipeline.consume.cli import add_selection_arguments, add_start
 from optionstream_pipeline.consume.consumer import BookConsumer, Start
 from optionstream_pipeline.consume.history import ArchiveMismatch
 from optionstream_pipeline.consume.selection import Selection
-from optionstream_pipeline.consume.web.server import LiveBooks, create_app
 from optionstream_pipeline.deribit.instruments import InstrumentNameError
-from optionstream_pipeline.query.database import NoArchive, has_archive
+
+if TYPE_CHECKING:
+    from optionstream_pipeline.consume.web.server import LiveBooks
 
 DEFAULT_PORT = 8050
 START_TIMEOUT_S = 15.0
@@ -49,6 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_ui(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from optionstream_pipeline.consume.web.server import create_app
+    from optionstream_pipeline.query.database import NoArchive
+
     try:
         settings = load_settings(args.config)
         selection = selection_of(args)
@@ -80,12 +86,15 @@ def start_of(args: argparse.Namespace, settings: Settings) -> Start:
 
 def now_or_earliest(settings: Settings) -> Start:
     """Now, from the archive's books, when there is an archive; else the topic's earliest record."""
+    from optionstream_pipeline.query.database import has_archive
+
     return datetime.now(UTC) if has_archive(settings.archive.path) else "earliest"
 
 
 def live_books(settings: Settings, start: Start, selection: Selection | None = None) -> LiveBooks:
     """The live view's books, their consumer opened now if it can be; a topic or broker not there yet
     is waited for (the page says so). A start the archive cannot give raises at once."""
+    from optionstream_pipeline.consume.web.server import LiveBooks
 
     def open_consumer() -> BookConsumer:
         return BookConsumer.from_settings(settings, start, selection)
@@ -102,6 +111,10 @@ class ServerThread:
     """The live view served from a thread (the demo's, the tests'): ``with ServerThread(...) as s``."""
 
     def __init__(self, live: LiveBooks, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        from optionstream_pipeline.consume.web.server import create_app
+
         config = uvicorn.Config(create_app(live), host=host, port=port, log_level="warning", ws="websockets-sansio")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="live-view", daemon=True)
