@@ -571,8 +571,9 @@ def print_profile(profile: dict[str, Any], topic: dict[str, Any]) -> None:
 # -- part 2: one simulated day through the archive's own writer ----------------------------------
 
 
-def write_day(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Generate the day and write it as the archive does, one simulated run per partition per window."""
+def write_day(args: argparse.Namespace, root: Path, hours: int = 24) -> dict[str, Any]:
+    """Generate the day (its first ``hours`` hours: ``args.day_messages`` records over them) and write it
+    as the archive does, one simulated run per partition per window (``benchmarks/replay.py`` too)."""
     from optionstream_pipeline.archive.checkpoints import build_checkpoints
     from optionstream_pipeline.archive.compaction import compact_partition
     from optionstream_pipeline.archive.layout import ArchiveFile, hour_of
@@ -592,7 +593,7 @@ def write_day(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     spent: dict[str, float] = defaultdict(float)
     messages = rows = value_bytes = files = merged = checkpoints = 0
     window_ms = args.run_minutes * 60_000
-    windows = 24 * MS_PER_HOUR // window_ms
+    windows = hours * MS_PER_HOUR // window_ms
     per_window = args.day_messages // windows
     start_ms = int(DAY.timestamp() * 1000)
     began = time.perf_counter()
@@ -651,7 +652,7 @@ def write_day(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 spent["compact_partition"] += t1 - t0
                 spent["build_checkpoints"] += time.perf_counter() - t1
                 merged += sum(len(m.inputs) for m in merges)
-        if (window + 1) % max(1, windows // 24) == 0:
+        if (window + 1) % max(1, windows // hours) == 0:
             elapsed = time.perf_counter() - began
             print(f"  to {(window + 1) * window_ms / MS_PER_HOUR:>4.1f} h of the day: {messages:,} "
                   f"records, {rows:,} rows, {files:,} files written, {merged:,} merged, {checkpoints:,} checkpoints; "
