@@ -83,6 +83,7 @@ MAPPED_LIBRDKAFKA_KEYS = frozenset(
         "queue.buffering.max.messages",
         "partitioner",
         "statistics.interval.ms",
+        "delivery.report.only.error",  # the producer's delivery accounting depends on it
     }
 )
 # The kafka settings whose keys are librdkafka property names (dots, written as underscores in
@@ -234,8 +235,9 @@ class DeribitSettings(Section):
     # kafka.ticker_topic. "raw" tickers need API credentials, as raw books do.
     tickers: bool = True
     ticker_interval: Literal["100ms", "agg2", "raw"] = "100ms"
-    # The WebSocket library: "websockets" (pure Python) or "picows" (optional extra, far cheaper per frame).
-    transport: Literal["websockets", "picows"] = "websockets"
+    # The WebSocket library: "picows" (Cython, about a third less CPU per frame than websockets; docs/benchmarks.md)
+    # or "websockets" (the pure-Python reference library; it also speaks HTTP and SOCKS proxies).
+    transport: Literal["websockets", "picows"] = "picows"
     channels_per_connection: int = Field(250, ge=1, le=5_000, description="instruments per WebSocket connection")
     max_connections: int = Field(16, ge=1, le=30, description="Deribit allows 32 per IP")
     subscribe_batch_size: int = Field(MAX_CHANNELS_PER_SUBSCRIBE, ge=1, le=250)

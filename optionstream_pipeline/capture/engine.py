@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SOURCE_LOG = logging.getLogger(f"{__name__}.source")
 SOURCE_LOG.addFilter(RepeatFilter())
 
-POLL_INTERVAL_S = 0.01
+POLL_INTERVAL_S = 0.1  # failures, statistics and the accounting: no report per delivered record to serve
 CONNECTION_STOP_S = 10.0
 BACKPRESSURE_POLL_S = 0.005
 SOURCE_REFRESH_S = 5.0
@@ -210,7 +210,7 @@ class CaptureEngine:
             self.final_undelivered = undelivered
             if undelivered:
                 log.error("capture %s: %d records undelivered after the flush bound", self.capture_id, undelivered)
-            elif producer.produced:
+            elif producer.accounting.handed_over:
                 log.info("capture %s: flushed; every record delivered", self.capture_id)
             else:
                 log.info("capture %s: no record was produced", self.capture_id)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from optionstream_pipeline.kafka.producer import Accounting
+
 if TYPE_CHECKING:
     from optionstream_pipeline.capture.connection import DeribitConnection
     from optionstream_pipeline.capture.engine import CaptureEngine
@@ -159,8 +161,8 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
     producer = engine.producer
     followed = engine.table.instruments()
     ages = {entry.name: (now_us - entry.last_update_us) / 1e6 for entry in followed if entry.last_update_us}
-    latencies = sorted(list(producer.delivery.latencies_s)) if producer else []
     stats = producer.stats if producer else None
+    accounting = producer.accounting if producer else Accounting()
     return CaptureStats(
         capture_id=engine.capture_id,
         taken_at=now,
@@ -174,10 +176,10 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         connections_up=sum(1 for c in connections if c.connected),
         **asdict(engine.counters),
         **_connection_totals(connections),
-        messages_out=producer.produced if producer else 0,
-        delivered=producer.delivery.delivered if producer else 0,
-        delivery_failed=producer.delivery.failed if producer else 0,
-        in_flight=producer.in_flight() if producer else 0,
+        messages_out=accounting.handed_over,
+        delivered=accounting.delivered,
+        delivery_failed=accounting.failed,
+        in_flight=accounting.in_flight,
         waiting_in_overflow=producer.waiting if producer else 0,
         rejected_now=sum(1 for entry in followed if entry.rejected),
         maintenance=any(c.maintenance for c in connections),
@@ -185,8 +187,8 @@ def collect_stats(engine: CaptureEngine) -> CaptureStats:
         batch_messages_avg=stats.batch_count_avg if stats else 0.0,
         compression_ratio=stats.compression_ratio if stats else 0.0,
         brokers_up=stats.brokers_up if stats else 0,
-        delivery_p50_ms=_percentile_ms(latencies, 0.50),
-        delivery_p99_ms=_percentile_ms(latencies, 0.99),
+        delivery_p50_ms=stats.delivery_p50_ms if stats else None,
+        delivery_p99_ms=stats.delivery_p99_ms if stats else None,
         oldest_update_age_s=max(ages.values()) if ages else None,
         last_error=next((c.counters.last_error for c in connections if c.counters.last_error), None),
         source_problem=engine.source_problem,
@@ -211,13 +213,6 @@ def _sum_counts(counts: Iterable[dict[int, int]]) -> dict[int, int]:
         for code, times in list(one.items()):
             total[code] = total.get(code, 0) + times
     return total
-
-
-def _percentile_ms(sorted_values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of the recent delivery latencies, in milliseconds."""
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))] * 1000
 
 
 @dataclass

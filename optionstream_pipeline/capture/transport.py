@@ -8,9 +8,9 @@ awaits on the hot path.
 
 Two implementations, chosen by ``deribit.transport``:
 
-- ``websockets`` (default): the pure-Python reference library.
-- ``picows`` (optional extra ``optionstream[picows]``): a Cython WebSocket client whose per-frame
-  cost is a fraction of websockets'; see ``docs/benchmarks.md`` for both measured.
+- ``picows`` (default): a Cython WebSocket client whose per-frame cost is a fraction of websockets';
+  see ``docs/benchmarks.md`` for both measured.
+- ``websockets``: the pure-Python reference library (it also goes through HTTP and SOCKS proxies).
 
 Both connect to ``wss://`` with the context of :func:`~optionstream_pipeline.deribit.tls.client_ssl_context`
 (verified: the system trust store or ``deribit.tls_ca_file``), and a refused certificate is a
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -172,11 +173,8 @@ class PicowsTransport:
         wait_for_capacity: CapacityWaiter,
         open_timeout_s: float,
     ) -> PicowsTransport:
-        try:
-            from picows import WSError, ws_connect
-        except ImportError:
-            raise TransportError("deribit.transport is 'picows' but picows is not installed: "
-                                 "pip install 'optionstream[picows]'") from None  # fmt: skip
+        from picows import WSError, ws_connect
+
         self = cls()
         listener_class = _picows_listener_class()
         try:
@@ -217,9 +215,12 @@ class PicowsTransport:
         return self._close_reason
 
 
+@functools.cache
 def _picows_listener_class() -> type:
-    """Defined lazily so that picows stays an optional dependency."""
+    """picows' listener for capture, defined on first use (picows is imported by the connections only)."""
     from picows import WSListener, WSMsgType
+
+    TEXT = WSMsgType.TEXT
 
     class Listener(WSListener):  # type: ignore[misc, valid-type]
         def __init__(self, owner: PicowsTransport, on_frame: FrameHandler, wait: CapacityWaiter) -> None:
@@ -229,15 +230,16 @@ def _picows_listener_class() -> type:
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             kind = frame.msg_type
-            if kind == WSMsgType.TEXT:
-                if frame.fin:
-                    self._deliver(transport, frame.get_payload_as_bytes())
-                else:
+            if kind == TEXT:
+                if not frame.fin:
                     self._owner._parts = [frame.get_payload_as_bytes()]
+                elif not self._on_frame(frame.get_payload_as_bytes()):  # the hot path: one call, no more
+                    self._pause(transport)
             elif kind == WSMsgType.CONTINUATION:
                 self._owner._parts.append(frame.get_payload_as_bytes())
                 if frame.fin:
-                    self._deliver(transport, b"".join(self._owner._parts))
+                    if not self._on_frame(b"".join(self._owner._parts)):
+                        self._pause(transport)
                     self._owner._parts = []
             elif kind == WSMsgType.CLOSE:
                 code = frame.get_close_code()
@@ -245,10 +247,10 @@ def _picows_listener_class() -> type:
                 transport.send_close(code)
                 transport.disconnect()
 
-        def _deliver(self, transport: Any, payload: bytes) -> None:
-            # Frames already in picows' buffer still arrive after pause_reading(); the sink keeps
-            # them in order, and one resume task serves the whole pause.
-            if not self._on_frame(payload) and self._resume is None:
+        def _pause(self, transport: Any) -> None:
+            # The sink is full. Frames already in picows' buffer still arrive after pause_reading();
+            # the sink keeps them in order, and one resume task serves the whole pause.
+            if self._resume is None:
                 transport.underlying_transport.pause_reading()
                 self._resume = asyncio.get_running_loop().create_task(self._resume_when_ready(transport))
 

@@ -4,6 +4,12 @@ Nothing accepted is dropped: when librdkafka's local queue is full the record wa
 in-order overflow list and :meth:`RecordProducer.offer` returns ``False``, telling the caller to
 stop reading the exchange until :meth:`RecordProducer.drain` empties it. The only losses are
 deliveries that librdkafka itself reports as failed; those are counted by error and surfaced.
+
+librdkafka reports failed deliveries only (``delivery.report.only.error``): a Python call per
+delivered record would cost more than capture's own work on it. What was delivered follows from
+librdkafka's queue length, which counts every record handed over and not yet acknowledged or
+failed: delivered = handed over - failed - still queued (:class:`Accounting`). Delivery latency
+comes from librdkafka's statistics (:class:`ProducerStats`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -24,7 +30,6 @@ from optionstream_pipeline.kafka.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
 
-LATENCY_SAMPLES = 20_000
 STATISTICS_INTERVAL_MS = 5_000
 
 
@@ -57,19 +62,22 @@ def redacted(config: dict[str, Any]) -> dict[str, Any]:
     return {key: ("***" if is_secret_property(key) else value) for key, value in config.items()}
 
 
-@dataclass
-class DeliveryStats:
-    """Counters the delivery callback keeps; read by monitoring."""
+@dataclass(frozen=True)
+class Accounting:
+    """What became of the records handed to librdkafka, at one moment: ``handed_over = delivered +
+    failed + in_flight``, exactly. Taken on the producing thread after each :meth:`RecordProducer.drain`
+    (nothing is handed over or reported failed meanwhile; acknowledgements only move records from in
+    flight to delivered), so it is consistent, and ``delivered`` never goes back, from any thread."""
 
-    delivered: int = 0
-    failed: int = 0
-    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-    last_error: str | None = None
+    handed_over: int = 0  # records given to librdkafka (those it refused outright included)
+    delivered: int = 0  # acknowledged by Kafka
+    failed: int = 0  # refused outright or reported failed: lost
+    in_flight: int = 0  # in librdkafka's queue: not yet acknowledged or failed
 
 
 @dataclass
 class ProducerStats:
-    """A summary of the latest librdkafka statistics (``stats_cb``)."""
+    """A summary of the latest librdkafka statistics (``stats_cb``, every few seconds)."""
 
     tx_bytes: int = 0  # record bytes handed to brokers, before compression
     wire_bytes: int = 0  # bytes sent on the wire: compressed batches plus protocol overhead
@@ -81,6 +89,20 @@ class ProducerStats:
     batch_size_avg: float = 0.0
     batch_count_avg: float = 0.0
     brokers_up: int = 0
+    delivery_p50_ms: float | None = None  # produce() to acknowledgement, over the last interval
+    delivery_p99_ms: float | None = None
+
+
+def delivery_latency_ms(brokers: dict[str, Any], quantile: str) -> float | None:
+    """Produce-to-acknowledgement latency at ``quantile`` ("p50", "p99") from librdkafka's per-broker
+    windows: time queued in the producer (``int_latency``), in the request queue (``outbuf_latency``)
+    and the request's round trip (``rtt``), summed; the slowest broker's. ``None`` without traffic."""
+    found = [
+        sum(broker[window][quantile] for window in ("int_latency", "outbuf_latency", "rtt")) / 1000
+        for broker in brokers.values()
+        if broker.get("int_latency", {}).get("cnt") and broker.get("rtt", {}).get("cnt")
+    ]
+    return max(found) if found else None
 
 
 class RecordProducer:
@@ -89,14 +111,17 @@ class RecordProducer:
     def __init__(self, kafka: KafkaSettings, secrets: dict[str, SecretStr] | None = None) -> None:
         self.topic = kafka.topic
         self.flush_timeout_s = kafka.flush_timeout_s
-        self.delivery = DeliveryStats()
         self.stats = ProducerStats()
-        self.produced = 0
+        self.accounting = Accounting()
+        self.last_error: str | None = None
+        self._handed_over = 0
+        self._failed = 0
         self._overflow: deque[tuple[str, bytes, int, str]] = deque()
         self._stats_lock = threading.Lock()
         self.fatal_error: str | None = None
         self.client_config = producer_config(kafka, secrets)  # also for the admin client
         config = dict(self.client_config)
+        config["delivery.report.only.error"] = True
         config["on_delivery"] = self._on_delivery
         config["stats_cb"] = self._on_stats
         config["error_cb"] = self._on_error
@@ -120,12 +145,12 @@ class RecordProducer:
             return False
         except KafkaException as exc:  # refused outright (e.g. too large): a counted loss, not a crash
             self._refused(key, exc)
-            return True
-        self.produced += 1
+        self._handed_over += 1
         return True
 
     def drain(self, timeout_s: float = 0.0) -> bool:
-        """Serve delivery reports and move overflow into librdkafka; ``True`` once nothing waits."""
+        """Serve failure reports and statistics, move overflow into librdkafka, take the accounting;
+        ``True`` once nothing waits."""
         self._producer.poll(timeout_s)
         overflow = self._overflow
         while overflow:
@@ -133,24 +158,26 @@ class RecordProducer:
             try:
                 self._produce(topic, value, key, timestamp=timestamp_ms)
             except BufferError:
-                return False
+                break
             except KafkaException as exc:
                 self._refused(key, exc)
-                overflow.popleft()
-                continue
             overflow.popleft()
-            self.produced += 1
-        return True
+            self._handed_over += 1
+        self._account(len(self._producer))
+        return not overflow
+
+    def _account(self, queued: int) -> None:
+        """``queued``: librdkafka's queue length, which also counts its own events (statistics, logs)
+        not yet served: delivered is then undercounted for a moment, never overcounted, and is kept
+        from going back."""
+        handed_over, failed = self._handed_over, self._failed
+        delivered = max(self.accounting.delivered, handed_over - failed - queued)
+        self.accounting = Accounting(handed_over, delivered, failed, handed_over - failed - delivered)
 
     @property
     def waiting(self) -> int:
         """Records accepted but not yet handed to librdkafka."""
         return len(self._overflow)
-
-    def in_flight(self) -> int:
-        """Records handed to librdkafka and not yet acknowledged or failed."""
-        producer = self._producer
-        return len(producer) if producer is not None else 0
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -161,35 +188,33 @@ class RecordProducer:
         while self._overflow and time.monotonic() < deadline:
             self.drain(0.05)
         remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._account(remaining)
         return remaining + len(self._overflow)
 
     def close(self, timeout_s: float | None = None) -> int:
-        """Flush within the bound, then release librdkafka (its threads and connections); counters stay."""
+        """Flush within the bound, then release librdkafka (its threads and connections); the
+        accounting stays, records still unacknowledged at the bound in flight for good."""
         undelivered = self.flush(timeout_s)
         self._producer = None
         self._produce = None
         return undelivered
 
     def _refused(self, key: str, exc: KafkaException) -> None:
-        self.delivery.failed += 1
-        self.delivery.last_error = str(exc.args[0].str() if exc.args else exc)
-        log.error("Kafka refused the record for %s: %s", key, self.delivery.last_error)
+        self._failed += 1
+        self.last_error = str(exc.args[0].str() if exc.args else exc)
+        log.error("Kafka refused the record for %s: %s", key, self.last_error)
 
     # -- callbacks (run inside poll/flush, on the caller's thread) ----------------------------
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        delivery = self.delivery
+        """Failed deliveries only (``delivery.report.only.error``)."""
         if error is None:
-            delivery.delivered += 1
-            latency = message.latency()
-            if latency is not None:
-                delivery.latencies_s.append(latency)
             return
-        delivery.failed += 1
-        delivery.last_error = f"{error.name()}: {error.str()}"
+        self._failed += 1
+        self.last_error = f"{error.name()}: {error.str()}"
         key = message.key().decode() if message.key() else ""
-        if delivery.failed <= 10 or delivery.failed % 1000 == 0:
-            log.error("Kafka delivery failed for %s (%d failed so far): %s", key, delivery.failed, error.str())
+        if self._failed <= 10 or self._failed % 1000 == 0:
+            log.error("Kafka delivery failed for %s (%d failed so far): %s", key, self._failed, error.str())
 
     def _on_stats(self, stats_json: str) -> None:
         stats = msgspec.json.decode(stats_json)
@@ -200,6 +225,8 @@ class RecordProducer:
             batch_size_avg=float(topic.get("batchsize", {}).get("avg", 0)),
             batch_count_avg=float(topic.get("batchcnt", {}).get("avg", 0)),
             brokers_up=sum(1 for broker in stats.get("brokers", {}).values() if broker.get("state") == "UP"),
+            delivery_p50_ms=delivery_latency_ms(stats.get("brokers", {}), "p50"),
+            delivery_p99_ms=delivery_latency_ms(stats.get("brokers", {}), "p99"),
         )
         with self._stats_lock:
             self.stats = summary

@@ -14,7 +14,7 @@ import jsonschema
 import msgspec
 
 from optionstream_pipeline.capture.engine import CaptureEngine, EngineThread
-from optionstream_pipeline.config import Settings, settings_from_mapping
+from optionstream_pipeline.config import DeribitSettings, Settings, settings_from_mapping
 from optionstream_pipeline.consume.books import BookBuilder
 from optionstream_pipeline.kafka.reader import TopicRecord
 from optionstream_pipeline.records import BookRecord
@@ -25,8 +25,9 @@ from optionstream_pipeline_tests.support.waiting import wait_until
 SCHEMA = json.loads(resources.files("optionstream_pipeline.schemas").joinpath("book-record.schema.json").read_text())
 
 
-# Every capture test runs on the default transport; set this to "picows" to run them all on it.
-TRANSPORT = os.environ.get("OPTIONSTREAM_TEST_TRANSPORT", "websockets")
+# Every capture test runs on the shipped transport (tests parametrized over both run websockets too);
+# set this to "websockets" to run them all on it.
+TRANSPORT = os.environ.get("OPTIONSTREAM_TEST_TRANSPORT", DeribitSettings.model_fields["transport"].default)
 
 
 def ticker_topic_of(topic: str) -> str:
