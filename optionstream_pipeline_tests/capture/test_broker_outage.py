@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+import urllib.request
+from collections.abc import Mapping
 
 import pytest
 
+from optionstream_pipeline.capture.metrics import PREFIX
+from optionstream_pipeline.orchestration.ops.observation import observation_values
 from optionstream_pipeline_tests.capture.conftest import (
     by_instrument,
     capture_settings,
@@ -25,6 +29,23 @@ MAX_FRAMES_OF_ONE_READ = 200
 
 
 @pytest.mark.slow
+def adds_up(values: Mapping[str, float]) -> bool:
+    """Every record handed to Kafka is delivered, failed or in flight, in one look."""
+    handed_over = values["messages_out"]
+    return handed_over == values["delivered"] + values["delivery_failed"] + values["in_flight"]
+
+
+def scraped_metrics(port: int) -> dict[str, float]:
+    """The Prometheus endpoint's capture counters and gauges, by stats name."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found = {}
+    for line in body.splitlines():
+        if line.startswith(PREFIX + "_") and "{" not in line:
+            name, value = line.split()
+            found[name.removeprefix(PREFIX + "_").removesuffix("_total")] = float(value)
+    return found
+
+
 def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) -> None:
     proxy, bootstrap = proxied_broker
     topic = "outage-books"
@@ -45,7 +66,11 @@ def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) ->
             message="capture keeps accepting books while Kafka is unreachable",
         )
         delivered_during = engine.stats().delivered
-        wait_until(lambda: time.monotonic() >= outage_ends, OUTAGE_S + 1, interval=0.5, message="outage over")
+        during = [engine.stats()]
+        wait_until(lambda: during.append(engine.stats()) or time.monotonic() >= outage_ends, OUTAGE_S + 1,
+                   interval=0.5, message="outage over")  # fmt: skip
+        assert all(adds_up(vars(stats)) for stats in during), "accepted = delivered + failed + in flight + waiting"
+        assert during[-1].in_flight + during[-1].waiting_in_overflow >= 1000  # held, not lost
         assert engine.stats().delivered - delivered_during < 50, "deliveries went through a blocked network"
         proxy.unblock()
 
@@ -55,6 +80,10 @@ def test_thirty_second_broker_outage_loses_nothing(simulator, proxied_broker) ->
             120,
             message="every accepted record acknowledged after the outage",
         )
+        settled = engine.stats()
+        assert adds_up(vars(settled))
+        assert adds_up(scraped_metrics(engine.metrics_port))
+        assert adds_up(observation_values(settled, during[0], instruments, topic))
         with (
             TopicLog(bootstrap, topic) as reader,
             TopicLog(bootstrap, ticker_topic_of(topic), records="ticker") as ticker_reader,
