@@ -14,7 +14,6 @@ back within a partition and files, hours and compaction split the stream at clea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
@@ -78,8 +77,6 @@ TIME_COLUMN = "ticker_time"
 
 _FIELDS = {name: source.split(".") for name, _, _, source in COLUMNS if source.startswith("ticker.")}
 _GREEKS = Greeks()
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 _STATS = Stats()
 
 
@@ -124,12 +121,18 @@ def explode(messages: Sequence[TopicRecord], ticker_time_us: Sequence[int], inca
     return pa.Table.from_arrays(arrays, schema=TICKER_SCHEMA)
 
 
-def ticker_data(row: dict) -> TickerData:
-    """Deribit's ticker back from one row of the table (``row``: column name -> Python value)."""
+DERIBIT_COLUMNS = tuple(_FIELDS)
+"""The columns that hold Deribit's ticker fields (``symbol`` and ``timestamp`` aside): what
+:func:`ticker_data` reads."""
+
+
+def ticker_data(row: dict, timestamp_ms: int) -> TickerData:
+    """Deribit's ticker back from one row of the table (``row``: ``symbol`` and the
+    :data:`DERIBIT_COLUMNS` -> Python values; ``timestamp_ms``: its ``timestamp``)."""
     top = {name: row[name] for name, path in _FIELDS.items() if len(path) == 2}
     return TickerData(
         instrument_name=row["symbol"],
-        timestamp=(row["timestamp"] - _EPOCH) // _MS,
+        timestamp=timestamp_ms,
         greeks=Greeks(**{path[2]: row[name] for name, path in _FIELDS.items() if path[1] == "greeks"}),
         stats=Stats(**{path[2]: row[name] for name, path in _FIELDS.items() if path[1] == "stats"}),
         **{_FIELDS[name][1]: value for name, value in top.items()},

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from optionstream_pipeline.archive.ticker_schema import DERIBIT_COLUMNS
 from optionstream_pipeline.query.database import check_window, open_archive
 from optionstream_pipeline.replay.source import (
     ArchiveSource,
@@ -36,6 +37,17 @@ TICKER_TABLE = "ticker"  # <archive>/ticker/date=/hour=/...parquet, as the book 
 HOUR = timedelta(hours=1)
 BOOK_ORDER = "book_time, topic_incarnation, kafka_partition, kafka_offset, side DESC, level"
 TICKER_ORDER = "ticker_time, topic_incarnation, kafka_partition, kafka_offset"
+# What the replay reads of each row, times as integer microseconds: a TIMESTAMPTZ becoming a Python
+# datetime costs more than all the rest of a row (docs/benchmarks.md, "The replay").
+_WHERE = "topic_incarnation, kafka_partition, kafka_offset"
+BOOK_COLUMNS = (
+    "symbol, interval, record_type, capture_id, epoch_us(timestamp) AS timestamp_us, "
+    f"epoch_us(book_time) AS book_time_us, change_id, prev_change_id, side, level, action, price, amount, {_WHERE}"
+)
+TICKER_COLUMNS = (
+    "symbol, interval, epoch_us(timestamp) AS timestamp_us, epoch_us(ticker_time) AS ticker_time_us, "
+    f"{', '.join(DERIBIT_COLUMNS)}, {_WHERE}"
+)
 
 
 def open_replay(
@@ -113,8 +125,10 @@ def window_events(
     hour = start.replace(minute=0, second=0, microsecond=0)
     played = 0
     while hour <= stop:
-        books = book_events(_rows(connection, "book", "book_time", BOOK_ORDER, hour, start, stop))
-        found = ticker_events(_rows(connection.cursor(), tickers, "ticker_time", TICKER_ORDER, hour, start, stop))
+        books = book_events(_rows(connection, "book", BOOK_COLUMNS, "book_time", BOOK_ORDER, hour, start, stop))
+        found = ticker_events(
+            _rows(connection.cursor(), tickers, TICKER_COLUMNS, "ticker_time", TICKER_ORDER, hour, start, stop)
+        )
         before = played
         for event in merged(books, found):  # lazily: two cursors, one per table, each sorted
             played += 1
@@ -126,6 +140,7 @@ def window_events(
 def _rows(
     connection: duckdb.DuckDBPyConnection,
     table: str | None,
+    columns: str,
     time_column: str,
     order: str,
     hour: datetime,
@@ -136,7 +151,7 @@ def _rows(
     if table is None:
         return
     cursor = connection.execute(
-        f"SELECT * FROM {table} WHERE date = $1 AND hour = $2 AND {time_column} > $3 AND {time_column} <= $4 "
+        f"SELECT {columns} FROM {table} WHERE date = $1 AND hour = $2 AND {time_column} > $3 AND {time_column} <= $4 "
         f"ORDER BY {order}",
         [hour.date(), hour.hour, start, stop],
     )

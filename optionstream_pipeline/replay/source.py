@@ -114,14 +114,14 @@ def _book_event(rows: list[dict]) -> BookEvent:
     levels: dict[str, list[list[Any]]] = {"bid": [], "ask": []}
     for row in sorted((r for r in rows if r["side"] is not None), key=lambda r: (r["side"] != "bid", r["level"])):
         levels[row["side"]].append([row["action"], row["price"], row["amount"]])
-    key = (epoch_us(first["book_time"]), 0, *_record_id(first))
+    key = (first["book_time_us"], 0, *_record_id(first))
     return BookEvent(
         key,
         first["symbol"],
         first["interval"],
         first["record_type"],
         first["capture_id"],
-        epoch_us(first["timestamp"]) // 1000,
+        first["timestamp_us"] // 1000,
         first["change_id"],
         first["prev_change_id"],
         levels["bid"],
@@ -132,8 +132,9 @@ def _book_event(rows: list[dict]) -> BookEvent:
 def ticker_events(rows: Iterable[dict]) -> Iterator[TickerEvent]:
     """The ticker table's rows (in stream order) as Deribit ticker objects, through ``ticker_data``."""
     for row in rows:
-        key = (epoch_us(row["ticker_time"]), 1, *_record_id(row))
-        yield TickerEvent(key, row["symbol"], row["interval"], deribit_ticker(ticker_data(row)))
+        key = (row["ticker_time_us"], 1, *_record_id(row))
+        ticker = ticker_data(row, row["timestamp_us"] // 1000)
+        yield TickerEvent(key, row["symbol"], row["interval"], deribit_ticker(ticker))
 
 
 def merged(*streams: Iterable[Event]) -> Iterator[Event]:

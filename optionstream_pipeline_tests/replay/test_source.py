@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
+from optionstream_pipeline.archive.ticker_schema import DERIBIT_COLUMNS
 from optionstream_pipeline.replay.source import (
     HIGH_WATER,
     ArchiveSource,
@@ -40,16 +41,21 @@ def at(ms: int) -> datetime:
     return T1 + timedelta(milliseconds=ms)
 
 
+def us(ms: int) -> int:
+    return epoch_us(at(ms))
+
+
 class Rows:
-    """The book table's rows of one partition, as DuckDB returns them, in offset order."""
+    """The book table's rows of one partition, as the replay reads them (``loading.BOOK_COLUMNS``), in
+    offset order."""
 
     def __init__(self, partition: int = 0) -> None:
         self.partition, self.offset, self.rows = partition, 0, []
 
     def record(self, kind: str, name: str, ms: int, change_id=None, prev=None, bids=(), asks=(), session="a") -> None:
-        base = {"symbol": name, "interval": "100ms", "record_type": kind, "book_time": at(ms), "timestamp": at(ms),
-                "change_id": change_id, "prev_change_id": prev, "capture_id": session, "topic_incarnation": 0,
-                "kafka_partition": self.partition, "kafka_offset": self.offset}  # fmt: skip
+        base = {"symbol": name, "interval": "100ms", "record_type": kind, "book_time_us": us(ms),
+                "timestamp_us": us(ms), "change_id": change_id, "prev_change_id": prev, "capture_id": session,
+                "topic_incarnation": 0, "kafka_partition": self.partition, "kafka_offset": self.offset}  # fmt: skip
         levels = [("bid", i, v) for i, v in enumerate(bids)] + [("ask", i, v) for i, v in enumerate(asks)]
         for side, level, (action, price, amount) in levels:
             self.rows.append(base | {"side": side, "level": level, "action": action, "price": price, "amount": amount})
@@ -59,12 +65,10 @@ class Rows:
 
 
 def ticker_row(name: str, ms: int, offset: int, index: float = 100_000.0) -> dict:
-    row = {name: None for name in ("open_interest", "last_price", "bid_price", "bid_amount", "bid_iv", "ask_price",
-           "ask_amount", "ask_iv", "mark_price", "mark_iv", "underlying_index", "underlying_price", "delta", "gamma",
-           "vega", "theta", "rho", "estimated_delivery_price", "settlement_price", "interest_rate", "min_price",
-           "max_price", "state", "volume", "volume_usd", "price_change", "low", "high")}  # fmt: skip
+    """A ticker table row as the replay reads it (``loading.TICKER_COLUMNS``): Deribit's nulls but two."""
+    row = dict.fromkeys(DERIBIT_COLUMNS)
     where = {"topic_incarnation": 0, "kafka_partition": 0, "kafka_offset": offset}
-    return row | where | {"symbol": name, "interval": "100ms", "timestamp": at(ms), "ticker_time": at(ms),
+    return row | where | {"symbol": name, "interval": "100ms", "timestamp_us": us(ms), "ticker_time_us": us(ms),
                           "mark_price": 0.02, "index_price": index}  # fmt: skip
 
 
@@ -154,7 +158,7 @@ def test_order_across_instruments_partitions_and_tables() -> None:
     p1.record("snapshot", Y, 100, 50, asks=[("new", 0.05, 1.0)])
     p0.record("change", X, 300, 13, 12, bids=[("new", 0.012, 1.0)])
     p1.record("change", Y, 200, 51, 50, asks=[("new", 0.06, 1.0)])
-    stream = sorted(p0.rows + p1.rows, key=lambda r: (r["book_time"], r["kafka_partition"], r["kafka_offset"]))
+    stream = sorted(p0.rows + p1.rows, key=lambda r: (r["book_time_us"], r["kafka_partition"], r["kafka_offset"]))
     exchange, _ = replay(stream, tickers=[ticker_row(X, 150, 0), ticker_row(X, 300, 1)])
     session = connect(exchange)
     subscribe(exchange, session, BOOK_X, BOOK_Y, TICKER_X)
