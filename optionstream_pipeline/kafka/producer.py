@@ -98,7 +98,7 @@ def delivery_latency_ms(brokers: dict[str, Any], quantile: str) -> float | None:
     windows: time queued in the producer (``int_latency``), in the request queue (``outbuf_latency``)
     and the request's round trip (``rtt``), summed; the slowest broker's. ``None`` without traffic."""
     found = [
-        sum(broker[window][quantile] for window in ("int_latency", "outbuf_latency", "rtt")) / 1000
+        sum(broker.get(window, {}).get(quantile, 0) for window in ("int_latency", "outbuf_latency", "rtt")) / 1000
         for broker in brokers.values()
         if broker.get("int_latency", {}).get("cnt") and broker.get("rtt", {}).get("cnt")
     ]

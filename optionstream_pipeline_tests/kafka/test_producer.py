@@ -86,7 +86,9 @@ def test_delivered_never_goes_back_when_read_from_another_thread(kafka_bootstrap
 
     def watch() -> None:  # as the metrics endpoint and the Dagster observations read it
         while not done.is_set():
-            looks.append(records.accounting)
+            look = records.accounting
+            if not looks or look is not looks[-1]:
+                looks.append(look)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -98,7 +100,7 @@ def test_delivered_never_goes_back_when_read_from_another_thread(kafka_bootstrap
     final = settled(records)
     done.set()
     watcher.join()
-    assert final.delivered == 20_000 and len(looks) > 100
+    assert final.delivered == 20_000 and len(looks) > 1
     assert all(adds_up(look) for look in looks)
     delivered = [look.delivered for look in looks]
     assert delivered == sorted(delivered)
