@@ -1038,7 +1038,7 @@ DOCKERFILE_BREAKAGES = {
     "an unpinned base": ("FROM python:3.11.13-slim-bookworm", "FROM python:3.11-slim", "is not pinned"),
     "a secret in a layer": ("EXPOSE 3000", "ENV DAGSTER_POSTGRES_PASSWORD=x\nEXPOSE 3000", "would put a secret"),
     "an extra that does not exist": ("'.[deploy]'", "'.[deplyo]'", "no such extra"),
-    "another install than the README's": ("'.[deploy]'", "'.[picows]'", "is not in README's Deployment section"),
+    "another install than the README's": ("'.[deploy]'", "'.[bench]'", "is not in README's Deployment section"),
     "the whole context copied": ("COPY workspace.yaml ./", "COPY . ./", "may copy .env"),
 }
 
@@ -1052,6 +1052,8 @@ def test_the_dockerfile_rules_catch(breakage: str, model_for_docs: dict[str, Any
     problems = dockerfile_problems(broken, DOCKERIGNORE.read_text())
     if model_for_docs is not None:
         problems += docs_problems(DEPLOY_DOC.read_text(), README.read_text(), model_for_docs, broken)
+    elif "README" in expected:
+        pytest.skip("the docs checks read the compose model: they need docker-compose (.ci/run installs it)")
     assert any(expected in problem for problem in problems), problems
 
 
