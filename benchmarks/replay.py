@@ -41,8 +41,8 @@ alone) is over the same interval, its RSS is its peak (``VmHWM``). "lead" is how
 thread had been reading when the first event was played (from the server's "replay window" log
 line): the replay's head start over ``read``.
 
-``--profile``: afterwards, the read taken apart (DuckDB's scan alone, the rows out as tuples, with
-the tz-aware timestamps cast away, as dicts, as events), one ``serve-1`` run, and one under cProfile
+``--profile``: afterwards, the read taken apart (DuckDB's scan alone, every column out as tuples,
+the replay's columns out as tuples, as dicts, as events), one ``serve-1`` run, and one under cProfile
 (the server's event loop: playing, encoding, websockets, the socket).
 """
 
