@@ -10,7 +10,7 @@ starts inside the pause, so that which records follow its start is plain from th
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -25,6 +25,7 @@ from optionstream_pipeline_tests.capture.conftest import (
     ticker_topic_of,
     wait_subscribed,
 )
+from optionstream_pipeline_tests.support.books import as_time
 from optionstream_pipeline_tests.support.kafka_reading import TopicLog
 from optionstream_pipeline_tests.support.replay_server import ReplayServer
 from optionstream_pipeline_tests.support.waiting import wait_until
@@ -54,10 +55,6 @@ def changes(records: list[TopicRecord]) -> int:
 def received(stats) -> int:
     """Book and ticker notifications a capture received."""
     return stats.messages_in + stats.tickers_in
-
-
-def as_time(timestamp_ms: float) -> datetime:
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
 
 
 def capture_until_settled(sim, capture, book_log: TopicLog, ticker_log: TopicLog, instruments: list[str]):
@@ -92,8 +89,8 @@ def test_a_capture_of_the_replay_equals_the_capture_it_replays(
     # The replay starts inside the pause: after every record of the first stretch, before the second.
     paused_at = max(record.record.exchange_timestamp_ms for record in book_events(before))
     resumed_at = min(r.record.exchange_timestamp_ms for r in books if r.record.exchange_timestamp_ms > paused_at)
-    start = as_time((paused_at + resumed_at) / 2)
-    stop = as_time(max(record.record.exchange_timestamp_ms for record in books)) + timedelta(seconds=1)
+    start = as_time((paused_at + resumed_at) * 500)  # µs
+    stop = as_time(max(record.record.exchange_timestamp_ms for record in books) * 1000) + timedelta(seconds=1)
     config = tmp_path / "replay.yaml"
     config.write_text(yaml.safe_dump({"archive": {"path": str(tmp_path / "archive")}}))
     window = ["--from", start.isoformat(), "--to", stop.isoformat(), "--as-fast-as-possible", "--start-delay", "2"]
