@@ -19,16 +19,20 @@ Deribit's), ``malformed`` (a frame that is not JSON). Every ``--sample-every`` s
 (user + system from ``/proc``, % of one core) and RSS, and its Prometheus counters, are appended to
 ``<plot>.csv`` (faults to ``<plot>-faults.csv``) as they are taken, so a stopped run keeps its data.
 
-At the end (or on Ctrl-C: the run ends early and is still checked) capture gets SIGTERM (it writes
-its stop markers and flushes), both topics are read back to their end with a deadline, and:
+While it runs, a live check (a thread of this script) reads both topics to their end every 30 s,
+from their first record on, rebuilding every book as it goes. At the end (or on Ctrl-C: the run ends early and is
+still checked) capture gets SIGTERM (it writes its stop markers and flushes), the live check reads
+both topics to their end with a deadline, and:
 
 - **lost**: records accepted by capture (delivered + failed + undelivered, from its exit line)
   minus records read back (book + ticker topics) must be 0, with 0 failed deliveries and exit 0;
 - **unmarked gaps**: every book is rebuilt with ``BookBuilder``; a ``change`` that does not continue
   a reliable book (no ``gap``/``disconnect`` marker and no new snapshot in between), or a change
   of a book that never had a snapshot, is an unmarked gap; there must be none;
-- **RSS growth**: (max RSS after the baseline - RSS at the baseline) / RSS at the baseline under
-  5 %, the baseline being 5 minutes in (a third of the run when that is shorter);
+- **RSS growth**: the median RSS of the run's last 5 minutes against that of minutes 5 to 10
+  (windows of a sixth of the run, from a third in, when it is shorter) under 5 %: a trend, not the
+  peak of a broker stall, which holds records in flight for seconds; the peak and the least-squares
+  trend are printed beside it;
 - **recovered**: after the last fault every book is subscribed again and none awaits a snapshot.
 
 A Markdown summary is printed and the samples are drawn to ``--plot`` (PNG); the exit status is 1
@@ -82,6 +86,8 @@ START_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 180.0
 RECOVER_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 90.0  # capture's own bounds: connections 10 s, then kafka.flush_timeout_s (15 s)
+CHECK_EVERY_S = 30.0  # the live check reads both topics to their end this often
+CHECK_BURST_TIMEOUT_S = 120.0
 READ_RATE_FLOOR = 5_000  # records/s the readback must at least manage, for its deadline
 
 SAMPLE_COLUMNS = [
@@ -90,7 +96,7 @@ SAMPLE_COLUMNS = [
     "messages_in", "tickers_in", "messages_out", "delivered", "delivery_failed", "in_flight",
     "waiting_in_overflow", "gaps", "resyncs", "reconnects", "markers", "malformed_frames",
     "backpressure_pauses", "instruments", "instruments_subscribed", "instruments_awaiting_snapshot",
-    "connections_up", "delivery_p50_ms", "delivery_p99_ms",
+    "connections_up", "delivery_p50_ms", "delivery_p99_ms", "checked", "checked_per_s", "check_lag",
 ]  # fmt: skip
 FAULT_COLUMNS = ["t_s", "time", "kind", "detail"]
 
@@ -289,13 +295,14 @@ class Soak:
             simulator = self._start_simulator()
             try:
                 capture = self._start_capture()
+                self.check = LiveCheck(self.bootstrap, self.outcome.readback).start()
                 try:
                     self._soak(capture, simulator)
                 finally:
                     if proxy.blocked:
                         proxy.unblock()
                     self._stop_capture(capture)
-                self._read_back()
+                self._finish_check()
             finally:
                 stop_process(simulator, 10)
         finally:
@@ -463,12 +470,15 @@ class Soak:
             if name in stats:
                 value = stats[name]
                 sample[name] = round(value, 2) if name.startswith("delivery_p") else int(value)
+        sample["checked"] = self.check.checked
+        sample["check_lag"] = sample.get("messages_out", 0) - sample["checked"]  # handed to Kafka, not read back yet
         sample.setdefault("delivery_p50_ms", "")
         sample.setdefault("delivery_p99_ms", "")
         if previous is not None:
             elapsed = max(now - previous["_at"], 1e-9)
             for rate, counter in (("books_in_per_s", "messages_in"), ("tickers_in_per_s", "tickers_in"),
-                                  ("out_per_s", "messages_out"), ("delivered_per_s", "delivered")):  # fmt: skip
+                                  ("out_per_s", "messages_out"), ("delivered_per_s", "delivered"),
+                                  ("checked_per_s", "checked")):  # fmt: skip
                 sample[rate] = round((sample.get(counter, 0) - previous.get(counter, 0)) / elapsed, 1)
         sample["_at"] = now
         return sample
@@ -476,7 +486,7 @@ class Soak:
     @staticmethod
     def _progress_header() -> str:
         return ("#   time  cpu%   rss MB  books/s  tick/s   out/s   p99 ms  in flight  gaps  reconn  failed  "
-                "subscribed")  # fmt: skip
+                "subscribed  check lag")  # fmt: skip
 
     def _progress(self, s: dict[str, Any]) -> str:
         def num(key: str, spec: str) -> str:
@@ -489,7 +499,7 @@ class Soak:
             f"{num('books_in_per_s', '8,.0f')} {num('tickers_in_per_s', '7,.0f')} {num('out_per_s', '7,.0f')} "
             f"{num('delivery_p99_ms', '8.1f')} {num('in_flight', '10,')} {num('gaps', '5')} "
             f"{num('reconnects', '7')} {num('delivery_failed', '7')}  "
-            f"{num('instruments_subscribed', '')}/{num('instruments', '')}"
+            f"{num('instruments_subscribed', '')}/{num('instruments', '')}  {num('check_lag', '10,')}"
         )
 
     # -- faults ---------------------------------------------------------------------------------
@@ -600,48 +610,112 @@ class Soak:
         undelivered = re.search(r"(\d+) records undelivered after the flush bound", text)
         outcome.undelivered = int(undelivered.group(1)) if undelivered else 0
 
-    def _read_back(self) -> None:
-        """Both topics from their first record to their end (a deadline, no sleeping), books rebuilt."""
-        from optionstream_pipeline.consume.books import WAITING, BookBuilder
-        from optionstream_pipeline.kafka.reader import TopicReader
+    def _finish_check(self) -> None:
+        """The live check reads what capture wrote last, to each topic's end."""
+        outcome = self.outcome
+        expected = outcome.delivered or int(outcome.last_stats.get("delivered", 0))
+        left = max(0, expected - self.check.checked)
+        timeout = max(120.0, left / READ_RATE_FLOOR)
+        print(f"# live check: {self.check.checked:,} records checked during the run, reading the last "
+              f"{left:,} to the end (deadline {timeout:.0f} s)", flush=True)  # fmt: skip
+        self.check.finish(timeout)
+        if outcome.readback.error:
+            outcome.problems.append(f"live check failed: {outcome.readback.error}")
 
-        outcome, readback = self.outcome, self.outcome.readback
-        expected = outcome.delivered or int(outcome.last_stats.get("messages_out", 0))
-        timeout = max(120.0, expected / READ_RATE_FLOOR)
-        print(f"# reading both topics back ({expected:,} records expected, deadline {timeout:.0f} s)", flush=True)
+
+class LiveCheck:
+    """Both topics read from their first record while the soak runs, every book rebuilt as it goes.
+
+    Reading ten million records back after the run was far too slow on the embedded broker, and a
+    reader following the topics all the time costs it a fetch after fetch that grows with what it
+    holds (it took a core within 30 minutes). So a thread reads both topics to their end every
+    ``CHECK_EVERY_S``, each time with a fresh reader from where the last one stopped, and fetches
+    nothing in between; :meth:`finish`, once capture has stopped, reads the last records with a
+    deadline. What it finds is in :attr:`readback`: the counts the loss check compares with
+    capture's own, and every unmarked gap.
+    """
+
+    def __init__(self, bootstrap: str, readback: Readback) -> None:
+        from optionstream_pipeline.consume.books import BookBuilder
+
+        self.readback = readback
+        self._bootstrap = bootstrap
+        self._builder = BookBuilder()
+        self._positions: dict[str, dict[int, int] | None] = {BOOK_TOPIC: None, TICKER_TOPIC: None}  # None: the first
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="soak-live-check", daemon=True)
+
+    @property
+    def checked(self) -> int:
+        return self.readback.books + self.readback.tickers
+
+    def start(self) -> LiveCheck:
+        self._thread.start()
+        return self
+
+    def _follow(self) -> None:
+        while not self._stop.wait(CHECK_EVERY_S):
+            try:
+                self._read_to_end(CHECK_BURST_TIMEOUT_S)
+            except TimeoutError as exc:  # a broker stall: what was read counts, the next round goes on
+                print(f"# live check: {exc}", flush=True)
+            except Exception as exc:  # an undecodable record: reported, and the check stops
+                self.readback.error = f"{type(exc).__name__}: {exc}"
+                return
+
+    def finish(self, timeout_s: float) -> None:
+        """Stop the rounds, then read both topics to their end (capture has stopped writing)."""
+        self._stop.set()
+        self._thread.join()
         began = time.monotonic()
-        builder = BookBuilder()
-        try:
-            with contextlib.closing(TopicReader(self.bootstrap, BOOK_TOPIC)) as reader:
-                for batch in reader.batches_to_end(timeout):
-                    for item in batch:
-                        record = item.record
-                        readback.by_type[record.type] += 1
-                        if record.type != "change":
-                            builder.apply(record, item.partition)
-                            continue
-                        book = builder.books.get(item.key)
-                        if book is None or book.why == WAITING:
-                            readback.changes_without_snapshot += 1
-                            self._example(f"{item.key}: change {record.change_id} before any snapshot")
-                        was_reliable = book is not None and book.reliable
-                        book = builder.apply(record, item.partition)
-                        if was_reliable and not book.reliable:
-                            readback.unmarked_gaps += 1
-                            self._example(f"{item.key} partition {item.partition} offset {item.offset}: {book.why}")
-                    readback.books += len(batch)
-            remaining = max(10.0, timeout - (time.monotonic() - began))
-            with contextlib.closing(TopicReader(self.bootstrap, TICKER_TOPIC, records="ticker")) as reader:
-                for batch in reader.batches_to_end(remaining):
-                    readback.tickers += len(batch)
-        except Exception as exc:  # a timeout, an undecodable record: reported, the rest still printed
-            readback.error = f"{type(exc).__name__}: {exc}"
-            outcome.problems.append(f"readback failed: {readback.error}")
-        readback.seconds = time.monotonic() - began
+        if self.readback.error is None:
+            try:
+                self._read_to_end(timeout_s)
+            except Exception as exc:  # a timeout, an undecodable record: reported, the rest still printed
+                self.readback.error = f"{type(exc).__name__}: {exc}"
+        self.readback.seconds = time.monotonic() - began
+
+    def _read_to_end(self, timeout_s: float) -> None:
+        from optionstream_pipeline.kafka.reader import BEGINNING, TopicReader
+
+        deadline = time.monotonic() + timeout_s
+        for topic, kind, take in ((BOOK_TOPIC, "book", self._check_books), (TICKER_TOPIC, "ticker", self._count)):
+            start = self._positions[topic] or BEGINNING
+            with contextlib.closing(TopicReader(self._bootstrap, topic, start, records=kind)) as reader:
+                try:
+                    for batch in reader.batches_to_end(max(1.0, deadline - time.monotonic())):
+                        take(batch)
+                finally:  # from where this reader stopped, also after a timeout
+                    known = {p: o for p, o in reader.positions().items() if o is not None}
+                    self._positions[topic] = {p: known.get(p, BEGINNING) for p in reader.partitions}
+
+    def _count(self, batch: list[Any]) -> None:
+        self.readback.tickers += len(batch)
+
+    def _check_books(self, batch: list[Any]) -> None:
+        from optionstream_pipeline.consume.books import WAITING
+
+        readback, builder = self.readback, self._builder
+        for item in batch:
+            record = item.record
+            readback.by_type[record.type] += 1
+            if record.type != "change":
+                builder.apply(record, item.partition)
+                continue
+            book = builder.books.get(item.key)
+            if book is None or book.why == WAITING:
+                readback.changes_without_snapshot += 1
+                self._example(f"{item.key}: change {record.change_id} before any snapshot")
+            was_reliable = book is not None and book.reliable
+            book = builder.apply(record, item.partition)
+            if was_reliable and not book.reliable:
+                readback.unmarked_gaps += 1
+                self._example(f"{item.key} partition {item.partition} offset {item.offset}: {book.why}")
+        readback.books += len(batch)
 
     def _example(self, text: str) -> None:
-        if len(self.outcome.readback.examples) < 10:
-            self.outcome.readback.examples.append(text)
+        if len(self.readback.examples) < 10:
+            self.readback.examples.append(text)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -658,16 +732,44 @@ def percentile(data: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def rss_growth(samples: list[dict[str, Any]], duration_s: float) -> tuple[float, float | None, float | None, float]:
-    """(baseline time, RSS at the baseline, max RSS after it, growth): the baseline is 5 minutes in,
-    or a third of the run when that is shorter."""
+@dataclass
+class RssGrowth:
+    """Capture's RSS after the warm-up: where growth is measured from, the medians it compares, the peak."""
+
+    baseline_s: float
+    window_s: float
+    base_mb: float | None = None  # median RSS over [baseline_s, baseline_s + window_s)
+    end_mb: float | None = None  # median RSS over the run's last window_s
+    peak_mb: float | None = None  # highest sample after baseline_s (a broker stall buffers records)
+    slope_mb_per_h: float | None = None  # least-squares trend of every sample after baseline_s
+
+    @property
+    def growth(self) -> float:
+        return math.nan if self.base_mb is None or self.end_mb is None else (self.end_mb - self.base_mb) / self.base_mb
+
+
+def rss_growth(samples: list[dict[str, Any]], duration_s: float) -> RssGrowth:
+    """Growth as a trend, not a peak: the median of the last window against the median of the first
+    one after the warm-up (5 minutes in, or a third of a shorter run), each 5 minutes long (a sixth
+    of a shorter run). RSS rises for the seconds a broker stall holds records in flight and falls
+    back once they are delivered: the peak is reported beside, not taken for growth."""
     baseline_s = min(RSS_BASELINE_S, duration_s / 3)
-    at = next((s for s in samples if float(s["t_s"]) >= baseline_s), None)
-    if at is None:
-        return baseline_s, None, None, math.nan
-    base = float(at["rss_mb"])
-    peak = max(values(samples, "rss_mb", float(at["t_s"]) - 1e-9))
-    return baseline_s, base, peak, (peak - base) / base
+    window_s = min(RSS_BASELINE_S, duration_s / 6)
+    points = [(float(s["t_s"]), float(s["rss_mb"])) for s in samples if s.get("rss_mb", "") != ""]
+    after = [(t, mb) for t, mb in points if t >= baseline_s]
+    result = RssGrowth(baseline_s, window_s)
+    if len(after) < 2:
+        return result
+    first = [mb for t, mb in after if t < baseline_s + window_s]
+    last = [mb for t, mb in after if t > after[-1][0] - window_s]
+    result.base_mb, result.end_mb = percentile(first, 0.5), percentile(last, 0.5)
+    result.peak_mb = max(mb for _, mb in after)
+    mean_t = sum(t for t, _ in after) / len(after)
+    mean_mb = sum(mb for _, mb in after) / len(after)
+    spread = sum((t - mean_t) ** 2 for t, _ in after)
+    if spread > 0:
+        result.slope_mb_per_h = sum((t - mean_t) * (mb - mean_mb) for t, mb in after) / spread * 3600
+    return result
 
 
 def fmt(value: float | None, spec: str = ",.0f", unit: str = "") -> str:
@@ -681,7 +783,8 @@ def report(outcome: Outcome, args: argparse.Namespace) -> int:
     read_total = readback.books + readback.tickers
     accepted = None if outcome.delivered is None else outcome.delivered + (outcome.failed or 0) + outcome.undelivered
     lost = None if accepted is None or readback.error else accepted - read_total
-    baseline_s, rss_base, rss_peak, growth = rss_growth(samples, outcome.duration_s)
+    rss = rss_growth(samples, outcome.duration_s)
+    growth = rss.growth
     cpu = values(samples, "cpu_pct")
     p99 = values(samples, "delivery_p99_ms")
     books_rate = values(samples, "books_in_per_s")
@@ -731,8 +834,13 @@ def report(outcome: Outcome, args: argparse.Namespace) -> int:
             f"{fmt(percentile(cpu, 0.5), '.1f')} / {fmt(percentile(cpu, 0.95), '.1f')}",
         ),
         (
-            f"capture RSS at {baseline_s / 60:.1f} min / max after / growth",
-            f"{fmt(rss_base, '.1f')} MB / {fmt(rss_peak, '.1f')} MB / {fmt(growth * 100, '+.2f')} %",
+            f"capture RSS, median of minutes {rss.baseline_s / 60:.0f}-{(rss.baseline_s + rss.window_s) / 60:.0f} "
+            f"/ of the last {rss.window_s / 60:.0f} / **growth**",
+            f"{fmt(rss.base_mb, '.1f')} MB / {fmt(rss.end_mb, '.1f')} MB / **{fmt(growth * 100, '+.2f')} %**",
+        ),
+        (
+            "capture RSS peak after the warm-up / trend",
+            f"{fmt(rss.peak_mb, '.1f')} MB / {fmt(rss.slope_mb_per_h, '+.2f')} MB an hour",
         ),
         (
             "delivery p99: median / max of samples",
@@ -788,10 +896,11 @@ def draw(samples: list[dict[str, Any]], faults: list[Fault], path: Path, title: 
     rss.plot(*series("rss_mb"), color="tab:green", lw=1.4)
     rss.set_ylabel("RSS MB")
     if samples:
-        baseline_s = rss_growth(samples, float(samples[-1]["t_s"]))[0]
-        rss.axvline(baseline_s / 60, color="black", lw=1.0, ls=":")
-        rss.annotate(" growth measured from here", (baseline_s / 60, 0.06), xycoords=("data", "axes fraction"),
-                     fontsize=9)  # fmt: skip
+        growth = rss_growth(samples, float(samples[-1]["t_s"]))
+        for start_s in (growth.baseline_s, float(samples[-1]["t_s"]) - growth.window_s):
+            rss.axvspan(start_s / 60, (start_s + growth.window_s) / 60, color="tab:green", alpha=0.08)
+        rss.annotate(" growth: the median of the last shaded window against the first's",
+                     (growth.baseline_s / 60, 0.06), xycoords=("data", "axes fraction"), fontsize=9)  # fmt: skip
     minutes, books = series("books_in_per_s")
     _, tickers = series("tickers_in_per_s")
     rate.plot(minutes, [b + t for b, t in zip(books, tickers, strict=True)], color="tab:blue", lw=1.2,

@@ -112,7 +112,8 @@ class BookBuilder:
         if self._session.get(stream) != capture_id:
             self._switch_session(stream, capture_id)
         instrument = record.instrument
-        if not self.selects(instrument):
+        selected = self._selected.get(instrument)  # selects(), inlined: asked once per record
+        if not (self.selects(instrument) if selected is None else selected):
             return None
         self.records_applied += 1
         book = self.books.get(instrument)
@@ -132,8 +133,10 @@ class BookBuilder:
                         f"not the book's {book.change_id}"
                     )
                 else:
-                    apply_levels(book.bids, record.bids)
-                    apply_levels(book.asks, record.asks)
+                    if record.bids:  # most changes move one side only
+                        apply_levels(book.bids, record.bids)
+                    if record.asks:
+                        apply_levels(book.asks, record.asks)
                     book.change_id = record.change_id
                     book.exchange_timestamp_ms = record.exchange_timestamp_ms
         elif kind is Snapshot:

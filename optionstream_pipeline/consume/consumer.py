@@ -82,7 +82,7 @@ class BookConsumer:
         self._quiet_until_us: int | None = None  # records up to this book_time are history: applied, not handed out
         self._book_time_us: dict[int, int] = {}
         self._group_id = group_id
-        self._pending: deque[TopicRecord] = deque()
+        self._read_ahead: deque[TopicRecord] = deque()  # read to check the joins, not handed out yet
         self._committed_at = time.monotonic()
         if isinstance(start, datetime):
             starts = self._from_archive(connection, archive, start)
@@ -141,49 +141,57 @@ class BookConsumer:
     def updates(self, timeout_s: float = 0.1) -> Iterator[BookUpdate]:
         """The updates of the records that came (waiting at most ``timeout_s`` for some).
 
-        Each record is applied when its update is handed out, so the book is as of that update
-        until the next one; records not handed out yet (a loop left early) come on the next call.
+        Each record is decoded and applied when its update is handed out, so the book is as of that
+        update until the next one; records not handed out yet (a loop left early) come on the next
+        call. A value that is not a book record is logged and counted in :attr:`bad_records`; the
+        next change of its book shows the gap.
         """
-        if not self._pending:
-            self.fetch(timeout_s)
-        pending, apply = self._pending, self.builder.apply
-        while pending:
-            message = pending.popleft()
-            partition = message.partition
-            if self._joins and partition in self._joins and self._join(self._joins.pop(partition), message):
-                continue
-            if self._quiet_until_us is not None and self._is_history(partition, message.timestamp_ms):
-                apply(message.record, partition)
-                continue
-            book = apply(message.record, partition)
-            if book is not None:
-                yield BookUpdate(book, message.record, partition, message.offset)
+        apply, joins, history = self.builder.apply, self._joins, self._quiet_until_us is not None
+        try:
+            for message in self._read_ahead_first() if self._read_ahead else self._reader.stream(timeout_s):
+                record, partition = message.record, message.partition
+                if joins and partition in joins and self._join(joins.pop(partition), message):
+                    continue
+                if history and self._is_history(partition, message.timestamp_ms):
+                    apply(record, partition)
+                    continue
+                book = apply(record, partition)
+                if book is not None:
+                    yield BookUpdate(book, record, partition, message.offset)
+        except RecordError as exc:  # the records before it came; what follows it comes on the next call
+            self.bad_records += 1
+            log.error("%s", exc)
         if self._group_id is not None and time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
             self.commit()
 
+    def _read_ahead_first(self) -> Iterator[TopicRecord]:
+        """The records read ahead to check the archive's joins (:meth:`_check_joins`), not handed out yet."""
+        read_ahead = self._read_ahead
+        while read_ahead:
+            yield read_ahead.popleft()
+
     def fetch(self, timeout_s: float = 0.1) -> int:
-        """Fetch records (waiting at most ``timeout_s``) without applying them: :meth:`updates` then
-        applies them without waiting. For a caller that must not hold a lock while Kafka is waited on."""
-        try:
-            records = self._reader.poll(timeout_s)
-        except RecordError as exc:  # the records before it came; the next change shows the gap
-            self.bad_records += 1
-            log.error("%s", exc)
-            return 0
-        self._pending.extend(records)
-        return len(records)
+        """Fetch records (waiting at most ``timeout_s``) without decoding or applying them:
+        :meth:`updates` then takes them without waiting. For a caller that must not hold a lock while
+        Kafka is waited on. Returns how many messages wait to be taken."""
+        return self._reader.fill(timeout_s)
 
     def _check_joins(self, timeout_s: float) -> None:
         """Read each joined partition's first record now, so that an archive that does not continue
-        into the topic is refused when the consumer is made, not at some later record."""
+        into the topic is refused when the consumer is made, not at some later record. What was
+        read is handed out first by :meth:`updates`."""
         deadline = time.monotonic() + timeout_s
         waiting = set(self._joins)
         while waiting and time.monotonic() < deadline:
-            self.fetch(0.1)
-            for message in self._pending:
-                if message.partition in waiting:
-                    waiting.discard(message.partition)
-                    self._joins[message.partition].check(message)  # raises ArchiveMismatch
+            try:
+                for message in self._reader.stream(0.1):
+                    self._read_ahead.append(message)
+                    if message.partition in waiting:
+                        waiting.discard(message.partition)
+                        self._joins[message.partition].check(message)  # raises ArchiveMismatch
+            except RecordError as exc:
+                self.bad_records += 1
+                log.error("%s", exc)
             waiting = {p for p in waiting if not self._reader.at_end(p)}
 
     def _join(self, last: LastArchived, message: TopicRecord) -> bool:

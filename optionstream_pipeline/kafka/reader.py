@@ -38,6 +38,12 @@ BEGINNING = OFFSET_BEGINNING
 LATEST = OFFSET_END
 BATCH = 1000
 POLL_S = 0.1  # one wait inside the reader: short, so that deadlines and cancels are noticed quickly
+FETCH_QUEUE_BACKOFF_MS = 20
+"""How long librdkafka postpones a partition's next fetch once its prefetch queue is over its limits.
+Its default, a second, starves a reader that does real work per record: the book consumer spent
+39 % of its time waiting in ``poll`` for fetches (py-spy) and read 0.22 of a bare consume's records
+a second; with this, 0.5 (``docs/benchmarks.md``, the book consumer). The cost is a fetch decision
+every 20 ms for a partition whose queue is full."""
 LOOKUP_S = 1.0  # for an earliest offset (else the reader starts from the logical one, half a second later)
 
 
@@ -95,6 +101,7 @@ class TopicReader:
                 # from the earliest record there is: the caller sees which offset came first.
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": fetch_wait_ms,
+                "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
                 "logger": librdkafka_logger(),
             }
         )
@@ -108,6 +115,7 @@ class TopicReader:
         self._next: dict[int, int | None] = {p: (o if o >= 0 else None) for p, o in starts.items()}
         self._at_end: set[int] = set()  # partitions whose end was reached and nothing read since
         self._pending: deque[Message] = deque()
+        self._bad: RecordError | None = None  # a value that did not decode, raised by the next poll
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(starts.items())])
 
     def _partitions(self, timeout_s: float) -> list[int]:
@@ -121,41 +129,64 @@ class TopicReader:
     # -- reading ----------------------------------------------------------------------------------
 
     def poll(self, timeout_s: float = POLL_S) -> list[TopicRecord]:
-        """The next records (waiting at most ``timeout_s`` for some), in partition order."""
+        """The next records (waiting at most ``timeout_s`` for some), in partition order.
+
+        A value that does not decode ends the list before it; it is raised on the next call.
+        """
+        if self._bad is not None:
+            bad, self._bad = self._bad, None
+            raise bad
+        records: list[TopicRecord] = []
+        try:
+            records.extend(self.stream(timeout_s))
+        except RecordError as exc:
+            if not records:
+                raise
+            self._bad = exc
+        return records
+
+    def stream(self, timeout_s: float = POLL_S) -> Iterator[TopicRecord]:
+        """The fetched records (waiting at most ``timeout_s`` for some when none are), each decoded
+        only when it is taken, up to the end of what was fetched.
+
+        For a reader that handles one record at a time (a live consumer): a record dies as soon as
+        it was handled instead of living on in a batch, which in Python costs more than its decoding
+        (the allocator's and the garbage collector's work on a thousand records' level lists). A
+        value that does not decode raises :class:`RecordError` when it is taken; what follows it
+        comes from the next call.
+        """
+        pending = self._pending
+        if not pending:
+            self.fill(timeout_s)
+        at_next, at_end, decode = self._next, self._at_end, self._decode
+        while pending:
+            message = pending.popleft()
+            error = message.error()
+            if error is not None:
+                self._on_error(message, error)
+                continue
+            partition, offset, value = message.partition(), message.offset(), message.value()
+            at_next[partition] = offset + 1
+            if at_end:
+                at_end.discard(partition)
+            try:
+                record = decode(value)
+            except RecordError as exc:
+                raise RecordError(f"{self.topic} partition {partition} offset {offset}: {exc}") from None
+            key = message.key()
+            yield TopicRecord(partition, offset, message.timestamp()[1], key.decode() if key else "", value, record)
+
+    def fill(self, timeout_s: float = POLL_S) -> int:
+        """Fetch, waiting at most ``timeout_s`` when nothing is fetched yet, without decoding; returns
+        how many messages are waiting to be taken. (``poll`` on the client returns as soon as a record
+        or an end of partition is there, where ``consume`` would wait out its timeout for a full
+        batch; then whatever else is already fetched, without waiting.)"""
         if not self._pending:
-            # poll returns as soon as a record or an end of partition is there (consume would wait out
-            # its timeout for a full batch); then whatever else is already fetched, without waiting.
             first = self._consumer.poll(timeout_s)
             if first is not None:
                 self._pending.append(first)
                 self._pending.extend(self._consumer.consume(BATCH - 1, timeout=0))
-        records: list[TopicRecord] = []
-        pending = self._pending
-        while pending:
-            message = pending[0]
-            error = message.error()
-            if error is not None:
-                pending.popleft()
-                self._on_error(message, error)
-                continue
-            partition, offset = message.partition(), message.offset()
-            try:
-                record = self._decode(message.value())
-            except RecordError as exc:
-                if records:
-                    break  # hand out what came before; the bad one is reported on the next call
-                pending.popleft()
-                self._advance(partition, offset)
-                raise RecordError(f"{self.topic} partition {partition} offset {offset}: {exc}") from None
-            pending.popleft()
-            self._advance(partition, offset)
-            key = message.key()
-            records.append(
-                TopicRecord(
-                    partition, offset, message.timestamp()[1], key.decode() if key else "", message.value(), record
-                )
-            )
-        return records
+        return len(self._pending)
 
     def read_to_end(self, timeout_s: float) -> Iterator[TopicRecord]:
         """Every record of :meth:`batches_to_end`, one at a time."""
@@ -243,10 +274,6 @@ class TopicReader:
         theirs already buffered come again from the broker, in order."""
         for partition in sorted(partitions):
             self.seek(partition, self._next[partition])
-
-    def _advance(self, partition: int, offset: int) -> None:
-        self._next[partition] = offset + 1
-        self._at_end.discard(partition)
 
     def _on_error(self, message: Message, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
