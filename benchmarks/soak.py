@@ -20,9 +20,9 @@ Deribit's), ``malformed`` (a frame that is not JSON). Every ``--sample-every`` s
 ``<plot>.csv`` (faults to ``<plot>-faults.csv``) as they are taken, so a stopped run keeps its data.
 
 While it runs, a live check (a thread of this script) reads both topics to their end every 30 s,
-from their first record on, rebuilding every book as it goes. At the end (or on Ctrl-C: the run ends early and is
-still checked) capture gets SIGTERM (it writes its stop markers and flushes), the live check reads
-both topics to their end with a deadline, and:
+from their first record on, rebuilding every book as it goes. At the end (or on Ctrl-C: the run
+ends early and is still checked) capture gets SIGTERM (it writes its stop markers and flushes), the
+live check reads both topics to their end with a deadline, and:
 
 - **lost**: records accepted by capture (delivered + failed + undelivered, from its exit line)
   minus records read back (book + ticker topics) must be 0, with 0 failed deliveries and exit 0;
@@ -50,6 +50,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,7 @@ SAMPLE_COLUMNS = [
     "messages_in", "tickers_in", "messages_out", "delivered", "delivery_failed", "in_flight",
     "waiting_in_overflow", "gaps", "resyncs", "reconnects", "markers", "malformed_frames",
     "backpressure_pauses", "instruments", "instruments_subscribed", "instruments_awaiting_snapshot",
-    "connections_up", "delivery_p50_ms", "delivery_p99_ms", "checked", "checked_per_s", "check_lag",
+    "connections_up", "delivery_p50_ms", "delivery_p99_ms", "checked", "check_lag",
 ]  # fmt: skip
 FAULT_COLUMNS = ["t_s", "time", "kind", "detail"]
 
@@ -477,8 +478,7 @@ class Soak:
         if previous is not None:
             elapsed = max(now - previous["_at"], 1e-9)
             for rate, counter in (("books_in_per_s", "messages_in"), ("tickers_in_per_s", "tickers_in"),
-                                  ("out_per_s", "messages_out"), ("delivered_per_s", "delivered"),
-                                  ("checked_per_s", "checked")):  # fmt: skip
+                                  ("out_per_s", "messages_out"), ("delivered_per_s", "delivered")):  # fmt: skip
                 sample[rate] = round((sample.get(counter, 0) - previous.get(counter, 0)) / elapsed, 1)
         sample["_at"] = now
         return sample
@@ -764,11 +764,8 @@ def rss_growth(samples: list[dict[str, Any]], duration_s: float) -> RssGrowth:
     last = [mb for t, mb in after if t > after[-1][0] - window_s]
     result.base_mb, result.end_mb = percentile(first, 0.5), percentile(last, 0.5)
     result.peak_mb = max(mb for _, mb in after)
-    mean_t = sum(t for t, _ in after) / len(after)
-    mean_mb = sum(mb for _, mb in after) / len(after)
-    spread = sum((t - mean_t) ** 2 for t, _ in after)
-    if spread > 0:
-        result.slope_mb_per_h = sum((t - mean_t) * (mb - mean_mb) for t, mb in after) / spread * 3600
+    times, sizes = zip(*after, strict=True)
+    result.slope_mb_per_h = statistics.linear_regression(times, sizes).slope * 3600
     return result
 
 

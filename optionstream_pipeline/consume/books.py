@@ -112,8 +112,7 @@ class BookBuilder:
         if self._session.get(stream) != capture_id:
             self._switch_session(stream, capture_id)
         instrument = record.instrument
-        selected = self._selected.get(instrument)  # selects(), inlined: asked once per record
-        if not (self.selects(instrument) if selected is None else selected):
+        if not self.selects(instrument):
             return None
         self.records_applied += 1
         book = self.books.get(instrument)
@@ -133,10 +132,8 @@ class BookBuilder:
                         f"not the book's {book.change_id}"
                     )
                 else:
-                    if record.bids:  # most changes move one side only
-                        apply_levels(book.bids, record.bids)
-                    if record.asks:
-                        apply_levels(book.asks, record.asks)
+                    apply_levels(book.bids, record.bids)
+                    apply_levels(book.asks, record.asks)
                     book.change_id = record.change_id
                     book.exchange_timestamp_ms = record.exchange_timestamp_ms
         elif kind is Snapshot:

@@ -159,10 +159,14 @@ class BookConsumer:
                 if book is not None:
                     yield BookUpdate(book, record, partition, message.offset)
         except RecordError as exc:  # the records before it came; what follows it comes on the next call
-            self.bad_records += 1
-            log.error("%s", exc)
+            self._bad_record(exc)
         if self._group_id is not None and time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
             self.commit()
+
+    def _bad_record(self, error: RecordError) -> None:
+        """A value that is not a book record: counted and logged; the next change of its book shows the gap."""
+        self.bad_records += 1
+        log.error("%s", error)
 
     def _read_ahead_first(self) -> Iterator[TopicRecord]:
         """The records read ahead to check the archive's joins (:meth:`_check_joins`), not handed out yet."""
@@ -190,8 +194,7 @@ class BookConsumer:
                         waiting.discard(message.partition)
                         self._joins[message.partition].check(message)  # raises ArchiveMismatch
             except RecordError as exc:
-                self.bad_records += 1
-                log.error("%s", exc)
+                self._bad_record(exc)
             waiting = {p for p in waiting if not self._reader.at_end(p)}
 
     def _join(self, last: LastArchived, message: TopicRecord) -> bool:

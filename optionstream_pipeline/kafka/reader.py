@@ -42,7 +42,7 @@ FETCH_QUEUE_BACKOFF_MS = 20
 """How long librdkafka postpones a partition's next fetch once its prefetch queue is over its limits.
 Its default, a second, starves a reader that does real work per record: the book consumer spent
 39 % of its time waiting in ``poll`` for fetches (py-spy) and read 0.22 of a bare consume's records
-a second; with this, 0.5 (``docs/benchmarks.md``, the book consumer). The cost is a fetch decision
+a second; with this, 0.48 at the median (``docs/benchmarks.md``, the book consumer). The cost is a fetch decision
 every 20 ms for a partition whose queue is full."""
 LOOKUP_S = 1.0  # for an earliest offset (else the reader starts from the logical one, half a second later)
 
